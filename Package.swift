@@ -1,0 +1,114 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Release builds skip runtime exclusivity checks: the hot path has no shared
+// mutable state outside locks, and the checks cost measurable time per request.
+let releaseSettings: [SwiftSetting] = [
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "crebitos",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "crebitos", targets: ["Crebitos"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+    ],
+    targets: [
+        // The domain: what a transaction request is, the rules it must obey,
+        // what a statement holds. No HTTP, no SQL.
+        .target(
+            name: "CrebitosLedger",
+            swiftSettings: releaseSettings
+        ),
+        // The SQLite store: schema, start-up, the cross-process write path.
+        // The only layer that knows SQL.
+        .target(
+            name: "CrebitosStore",
+            dependencies: [
+                "CrebitosLedger",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: releaseSettings
+        ),
+        // The HTTP layer: routes, request decoding, JSON responses, error mapping.
+        // The only layer that knows status codes.
+        .target(
+            name: "CrebitosHTTP",
+            dependencies: [
+                "CrebitosLedger",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: releaseSettings
+        ),
+        // Wiring: settings, opening the store, building the Hummingbird application.
+        // A library so that tests build exactly the application the server runs.
+        .target(
+            name: "CrebitosApp",
+            dependencies: [
+                "CrebitosLedger",
+                "CrebitosStore",
+                "CrebitosHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: releaseSettings
+        ),
+        // The server executable: command-line and environment parsing, then run.
+        .executableTarget(
+            name: "Crebitos",
+            dependencies: [
+                "CrebitosApp",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: releaseSettings
+        ),
+        .testTarget(
+            name: "CrebitosLedgerTests",
+            dependencies: ["CrebitosLedger"]
+        ),
+        .testTarget(
+            name: "CrebitosStoreTests",
+            dependencies: [
+                "CrebitosLedger",
+                "CrebitosStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .testTarget(
+            name: "CrebitosHTTPTests",
+            dependencies: [
+                "CrebitosApp",
+                "CrebitosHTTP",
+                "CrebitosLedger",
+                "CrebitosStore",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        // Starts real server processes (the built `crebitos` binary) on one file.
+        .testTarget(
+            name: "CrebitosProcessTests",
+            dependencies: [
+                "CrebitosStore",
+                "CrebitosLedger",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,71 @@
+import CrebitosHTTP
+import CrebitosLedger
+import CrebitosStore
+import Hummingbird
+import Logging
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The router of the whole API on a given ledger: the challenge's endpoints, `/health`,
+/// and the middlewares that give every answer its JSON error shape and `x-instance`.
+public func buildRouter<L: Ledger>(ledger: L, instanceName: String) -> Router<BasicRequestContext> {
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: InstanceHeaderMiddleware(name: instanceName))
+    router.add(middleware: ErrorMiddleware())
+    LedgerController(ledger: ledger).addRoutes(to: router)
+    HealthController(instanceName: instanceName).addRoutes(to: router)
+    return router
+}
+
+/// Opens the database (creating it if needed) and builds the server application.
+/// The server listens only once this returned, so `/health` answering means the
+/// database is ready.
+public func buildApplication(_ settings: ServerSettings) throws -> some ApplicationProtocol {
+    var logger = Logger(label: "crebitos")
+    logger.logLevel = settings.logLevel
+    logger[metadataKey: "instance"] = "\(settings.instanceName)"
+
+    let ledger = try SQLiteLedger.open(StoreConfiguration(path: settings.databasePath, durability: settings.durability))
+    let router = buildRouter(ledger: ledger, instanceName: settings.instanceName)
+
+    let address: BindAddress
+    switch settings.listen {
+    case .tcp(let host, let port):
+        address = .hostname(host, port: port)
+    case .unixSocket(let path):
+        // A socket file left by a killed process would make bind fail: remove it, but
+        // only if it is a socket (never delete a regular file by mistake).
+        var status = stat()
+        if lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFSOCK {
+            unlink(path)
+        }
+        address = .unixDomainSocket(path: path)
+    }
+    let listen = settings.listen
+    let readyLogger = logger
+    let synchronous = try ledger.writerSynchronousMode()
+    logger.info(
+        "crebitos starting",
+        metadata: [
+            "listen": "\(listen)",
+            "database": "\(settings.databasePath)",
+            "synchronous": "\(settings.durability.rawValue) (PRAGMA synchronous=\(synchronous))",
+            "logLevel": "\(settings.logLevel)",
+        ])
+    return Application(
+        router: router,
+        configuration: ApplicationConfiguration(address: address, serverName: nil, backlog: 1024),
+        onServerRunning: { _ in
+            // nginx's workers run as another user: let them connect to the socket.
+            if case .unixSocket(let path) = listen { chmod(path, 0o666) }
+            readyLogger.info("crebitos ready", metadata: ["listen": "\(listen)"])
+        },
+        logger: logger)
+}

@@ -1,0 +1,104 @@
+import CrebitosLedger
+import GRDB
+
+/// The SQL of one transaction request, run inside the group commit's IMMEDIATE transaction.
+enum LedgerWrites {
+    static func apply(_ write: PendingWrite, in db: Database, at now: Int64) throws -> TransactionReceipt {
+        guard let key = write.idempotencyKey else {
+            return TransactionReceipt(outcome: try change(write, in: db, at: now))
+        }
+        let fingerprint = fingerprint(of: write)
+        if let recorded = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT request, outcome, limite, saldo FROM idempotency_keys WHERE key = ?"),
+            arguments: [key.value])
+        {
+            guard recorded["request"] == fingerprint else {
+                return TransactionReceipt(outcome: .idempotencyKeyReused)
+            }
+            return TransactionReceipt(outcome: try RecordedOutcome.decode(recorded), isReplay: true)
+        }
+        let outcome = try change(write, in: db, at: now)
+        let recorded = RecordedOutcome.encode(outcome)
+        try db.cachedStatement(sql: """
+            INSERT INTO idempotency_keys (key, cliente_id, request, outcome, limite, saldo, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [
+                key.value, write.clientID, fingerprint, recorded.name,
+                recorded.balance?.limit, recorded.balance?.balance, now,
+            ])
+        return TransactionReceipt(outcome: outcome)
+    }
+
+    /// Checks the limit and moves the balance in one statement, then records the
+    /// transaction. If the `UPDATE` matches no row, nothing was changed and one more
+    /// read tells why.
+    private static func change(_ write: PendingWrite, in db: Database, at now: Int64) throws -> TransactionOutcome {
+        let request = write.request
+        let update: Statement
+        switch request.kind {
+        case .debit:
+            update = try db.cachedStatement(sql: """
+                UPDATE clientes SET saldo = saldo - :valor
+                WHERE id = :id AND saldo - :valor >= -limite
+                RETURNING limite, saldo
+                """)
+        case .credit:
+            update = try db.cachedStatement(sql: """
+                UPDATE clientes SET saldo = saldo + :valor
+                WHERE id = :id AND saldo + :valor <= :teto
+                RETURNING limite, saldo
+                """)
+        }
+        var arguments: StatementArguments = ["valor": request.amount, "id": write.clientID]
+        if request.kind == .credit {
+            arguments += ["teto": TransactionRequest.maximumAmount]
+        }
+        if let updated = try Row.fetchOne(update, arguments: arguments) {
+            try db.cachedStatement(sql: """
+                INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em)
+                VALUES (?, ?, ?, ?, ?)
+                """).execute(arguments: [write.clientID, request.amount, request.kind.rawValue, request.description, now])
+            return .applied(Balance(limit: updated[0], balance: updated[1]))
+        }
+        guard let client = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT limite, saldo FROM clientes WHERE id = ?"),
+            arguments: [write.clientID])
+        else { return .unknownClient }
+        let balance = Balance(limit: client[0], balance: client[1])
+        return request.kind == .debit ? .insufficientLimit(balance) : .balanceCeilingReached(balance)
+    }
+
+    /// What identifies "the same request" for an idempotency key: client and transaction.
+    /// The description is last, so spaces inside it cannot make two requests collide.
+    private static func fingerprint(of write: PendingWrite) -> String {
+        "\(write.clientID) \(write.request.kind.rawValue) \(write.request.amount) \(write.request.description)"
+    }
+}
+
+/// How an outcome is stored in `idempotency_keys` so that a replay answers the same.
+private enum RecordedOutcome {
+    static func encode(_ outcome: TransactionOutcome) -> (name: String, balance: Balance?) {
+        switch outcome {
+        case .applied(let balance): ("applied", balance)
+        case .insufficientLimit(let balance): ("insufficient_limit", balance)
+        case .balanceCeilingReached(let balance): ("balance_ceiling", balance)
+        case .unknownClient: ("unknown_client", nil)
+        case .idempotencyKeyReused: ("idempotency_key_reused", nil)
+        }
+    }
+
+    static func decode(_ row: Row) throws -> TransactionOutcome {
+        let name: String = row["outcome"]
+        let limit: Int64? = row["limite"]
+        let balance: Int64? = row["saldo"]
+        let recorded = limit.flatMap { limit in balance.map { Balance(limit: limit, balance: $0) } }
+        switch (name, recorded) {
+        case ("applied", let recorded?): return .applied(recorded)
+        case ("insufficient_limit", let recorded?): return .insufficientLimit(recorded)
+        case ("balance_ceiling", let recorded?): return .balanceCeilingReached(recorded)
+        case ("unknown_client", _): return .unknownClient
+        default:
+            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "idempotency_keys.outcome is \(name)")
+        }
+    }
+}

@@ -1,0 +1,146 @@
+import CrebitosLedger
+import GRDB
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The ledger on one SQLite file, shared safely by any number of processes.
+///
+/// - Writes go through a ``GroupCommitWriter``: one writer per process, which takes the
+///   cross-process lock, opens a `BEGIN IMMEDIATE` transaction, applies every request
+///   waiting at that moment and commits them together.
+/// - Statements read one WAL snapshot on a pooled read connection, so they never wait
+///   for writers and see each commit entirely or not at all.
+///
+/// Nothing here caches a balance: every answer comes from the file.
+public final class SQLiteLedger: Ledger {
+    public let configuration: StoreConfiguration
+    /// The GRDB pool (one writer connection, several readers). Exposed for tests and
+    /// tools that inspect the file; the ledger's own SQL stays in this module.
+    public let database: DatabasePool
+    private let writer: GroupCommitWriter
+
+    private init(configuration: StoreConfiguration, database: DatabasePool, writer: GroupCommitWriter) {
+        self.configuration = configuration
+        self.database = database
+        self.writer = writer
+    }
+
+    /// Opens (creating if needed) the database, safe to call from several processes at
+    /// the same moment on a fresh file: start-up runs under the cross-process lock, so
+    /// exactly one of them creates the schema and the clients, and the others find it done.
+    public static func open(_ configuration: StoreConfiguration) throws -> SQLiteLedger {
+        let lock = try CrossProcessLock(path: configuration.lockPath)
+        let database = try lock.withExclusiveLock {
+            // Opening a pool switches the file to WAL mode, which must not race with
+            // another process doing the same, hence inside the lock.
+            let database = try DatabasePool(path: configuration.path, configuration: grdbConfiguration(configuration))
+            try Schema.migrator.migrate(database)
+            return database
+        }
+        try applyDurability(configuration.durability, to: database)
+        let writer = GroupCommitWriter(
+            database: database,
+            lock: lock,
+            maximumBatchSize: configuration.maximumBatchSize)
+        return SQLiteLedger(configuration: configuration, database: database, writer: writer)
+    }
+
+    public func apply(
+        _ request: TransactionRequest,
+        toClient clientID: Int64,
+        idempotencyKey: IdempotencyKey?
+    ) async throws -> TransactionReceipt {
+        try await writer.submit(PendingWrite(request: request, clientID: clientID, idempotencyKey: idempotencyKey))
+    }
+
+    public func statement(forClient clientID: Int64) async throws -> AccountStatement? {
+        // One read transaction = one snapshot: the balance and the entries agree.
+        try await database.read { db in
+            guard let client = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT limite, saldo FROM clientes WHERE id = ?"),
+                arguments: [clientID])
+            else { return nil }
+            let takenAt = WallClock.nowMicroseconds()
+            let rows = try Row.fetchAll(
+                db.cachedStatement(sql: """
+                    SELECT valor, tipo, descricao, realizada_em FROM transacoes
+                    WHERE cliente_id = ? ORDER BY id DESC LIMIT \(AccountStatement.maximumEntries)
+                    """),
+                arguments: [clientID])
+            let entries = try rows.map { row in
+                let kindText: String = row[1]
+                guard let kind = TransactionKind(rawValue: kindText) else {
+                    throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "transacoes.tipo is \(kindText)")
+                }
+                return StatementEntry(amount: row[0], kind: kind, description: row[2], performedAt: row[3])
+            }
+            return AccountStatement(
+                balance: Balance(limit: client[0], balance: client[1]),
+                takenAt: takenAt,
+                entries: entries)
+        }
+    }
+
+    /// Closes every connection. Pending writes must have been answered first.
+    public func close() throws {
+        try database.close()
+    }
+
+    private static func grdbConfiguration(_ configuration: StoreConfiguration) -> Configuration {
+        var grdb = Configuration()
+        grdb.label = "crebitos"
+        grdb.maximumReaderCount = configuration.maximumReaders
+        // Our writers queue on the cross-process lock, so a writer only finds SQLite
+        // busy when something outside it (the sqlite3 CLI, a backup, WAL recovery) holds
+        // a lock. SQLite's default handler would then sleep 1, 2, 5, 10 ... ms between
+        // tries; this one retries after 50 µs, doubling up to 1 ms, so a lock released
+        // after 0.3 ms costs about 0.3 ms. https://www.sqlite.org/c3ref/busy_handler.html
+        let maximumTries = busyTries(forMilliseconds: configuration.busyTimeoutMilliseconds)
+        grdb.busyMode = .callback { tries in
+            guard tries < maximumTries else { return false }
+            usleep(UInt32(busySleepMicroseconds(afterTries: tries)))
+            return true
+        }
+        return grdb
+    }
+
+    static func busySleepMicroseconds(afterTries tries: Int) -> Int {
+        min(50 << min(tries, 5), 1_000)
+    }
+
+    static func busyTries(forMilliseconds milliseconds: Int) -> Int {
+        var tries = 0
+        var slept = 0
+        while slept < milliseconds * 1_000 {
+            slept += busySleepMicroseconds(afterTries: tries)
+            tries += 1
+        }
+        return tries
+    }
+
+    /// GRDB opens WAL pools with `synchronous=NORMAL` after `prepareDatabase` runs, so
+    /// the mode is set on the writer connection (the only one that commits) after opening,
+    /// and read back: a 200 must mean what the configuration says.
+    private static func applyDurability(_ durability: Durability, to database: DatabasePool) throws {
+        try database.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = \(durability.pragmaValue)")
+            let actual = try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
+            guard actual == durability.pragmaNumber else {
+                throw StoreError.synchronousModeNotApplied(expected: durability.pragmaValue, actual: String(actual))
+            }
+        }
+    }
+}
+
+extension SQLiteLedger {
+    /// `PRAGMA synchronous` of the writer connection, as SQLite reports it (1 NORMAL, 2 FULL).
+    public func writerSynchronousMode() throws -> Int {
+        try database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+    }
+}

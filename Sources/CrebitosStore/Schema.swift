@@ -1,0 +1,64 @@
+import GRDB
+
+/// The database schema and the challenge's five clients.
+///
+/// Table and column names are the challenge's (Portuguese) so that people inspecting the
+/// file with the sqlite3 CLI read the same words as in the API.
+enum Schema {
+    /// The clients every new database starts with (SPEC.md, "Initial clients").
+    static let initialClients: [(id: Int64, limit: Int64)] = [
+        (1, 100_000),
+        (2, 80_000),
+        (3, 1_000_000),
+        (4, 10_000_000),
+        (5, 500_000),
+    ]
+
+    /// The migrator is run by ``SQLiteLedger/open(_:)`` while it holds the cross-process
+    /// lock, because GRDB's migrator is not safe when two processes migrate at once.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: clients, transactions, idempotency keys") { db in
+            // The CHECK constraints restate the invariants of SPEC.md so that no code
+            // path, and no hand-written SQL in the CLI, can store a broken ledger.
+            try db.execute(sql: """
+                CREATE TABLE clientes (
+                    id     INTEGER PRIMARY KEY,
+                    limite INTEGER NOT NULL CHECK (limite >= 0),
+                    saldo  INTEGER NOT NULL DEFAULT 0 CHECK (saldo >= -limite)
+                ) STRICT;
+
+                CREATE TABLE transacoes (
+                    id           INTEGER PRIMARY KEY,
+                    cliente_id   INTEGER NOT NULL REFERENCES clientes(id),
+                    valor        INTEGER NOT NULL CHECK (valor > 0),
+                    tipo         TEXT    NOT NULL CHECK (tipo IN ('c', 'd')),
+                    descricao    TEXT    NOT NULL CHECK (length(descricao) BETWEEN 1 AND 10),
+                    realizada_em INTEGER NOT NULL -- microseconds since the Unix epoch, UTC
+                ) STRICT;
+
+                -- A statement reads the 10 newest rows of one client: walking this index
+                -- backwards from the client's last entry costs the same whatever the
+                -- number of rows. The rowid (id) is the commit order.
+                CREATE INDEX transacoes_por_cliente ON transacoes (cliente_id, id);
+
+                -- The recorded outcome of each request sent with an Idempotency-Key.
+                CREATE TABLE idempotency_keys (
+                    key          TEXT    PRIMARY KEY,
+                    cliente_id   INTEGER NOT NULL,
+                    request      TEXT    NOT NULL, -- the request it answered, to detect reuse
+                    outcome      TEXT    NOT NULL, -- applied | insufficient_limit | balance_ceiling | unknown_client
+                    limite       INTEGER,
+                    saldo        INTEGER,
+                    created_at   INTEGER NOT NULL
+                ) STRICT, WITHOUT ROWID;
+                """)
+            for client in initialClients {
+                try db.execute(
+                    sql: "INSERT INTO clientes (id, limite, saldo) VALUES (?, ?, 0)",
+                    arguments: [client.id, client.limit])
+            }
+        }
+        return migrator
+    }
+}
