@@ -1,0 +1,213 @@
+"""Tests of the load test's judges: the score (score.py) and the ledger audit (audit.py).
+
+Stdlib only, no k6 and no server: records are written as the k6 script writes them and
+the database is built by hand with the server's schema. Run:
+
+    python3 -m unittest discover -s scripts/loadtest.d/tests -v
+"""
+import os
+import sqlite3
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import audit  # noqa: E402
+import score  # noqa: E402
+
+LIMITS = {1: 100000, 2: 80000, 3: 1000000, 4: 10000000, 5: 500000}
+
+
+def line(phase="d", t0=1000, rt=1.0, status=200, ok=1, inc=0, cliente=1, tipo="d", valor=10,
+         descricao="abcdefghij", saldo=-10, instance="api01", reason=""):
+    return "R|%s|%d|%.3f|%d|%d|%d|%s|%s|%s|%s|%s|%s|%s" % (
+        phase, t0, rt, status, ok, inc, cliente, tipo, valor, descricao,
+        "" if saldo is None else saldo, instance, reason)
+
+
+def records(*lines):
+    return [score.Record.parse(x) for x in lines]
+
+
+class ScoreTest(unittest.TestCase):
+    def test_parse_round_trip(self):
+        r = score.Record.parse(line(descricao="XyZ0123456", saldo=-42, reason="x:limite"))
+        self.assertEqual((r.phase, r.status, r.ok, r.cliente, r.tipo, r.valor, r.descricao, r.saldo),
+                         ("d", 200, True, 1, "d", 10, "XyZ0123456", -42))
+        self.assertEqual(r.reason, "x:limite")
+        self.assertIsNone(score.Record.parse("some k6 warning"))
+
+    def test_statement_line(self):
+        r = score.Record.parse(line(phase="e", tipo="e", valor="", descricao="", saldo=-5))
+        self.assertFalse(r.is_write)
+        self.assertEqual(r.saldo, -5)
+
+    def test_percentile_is_nearest_rank(self):
+        v = list(range(1, 101))
+        self.assertEqual(score.percentile(v, 50), 50)
+        self.assertEqual(score.percentile(v, 99), 99)
+        self.assertEqual(score.percentile(v, 99.9), 100)
+        self.assertEqual(score.percentile([7], 99.9), 7)
+        self.assertIsNone(score.percentile([], 50))
+
+    def test_perfect_run_pays_everything(self):
+        recs = records(*[line(t0=1000 + i, descricao="d%09d" % i) for i in range(100)])
+        s = score.score(recs)
+        self.assertEqual(s["ok_under_250ms_pct"], 100.0)
+        self.assertEqual(s["payout_usd"], 100000.0)
+
+    def test_sla_fine_per_point_below_98(self):
+        # 95 fast OK, 3 slow, 2 KO: 95% -> (98 - 95) * 1000 = 3000.
+        lines = [line(t0=i) for i in range(95)] + [line(rt=250.0) for _ in range(3)] + \
+                [line(status=500, ok=0, reason="status 500") for _ in range(2)]
+        s = score.score(records(*lines))
+        self.assertAlmostEqual(s["ok_under_250ms_pct"], 95.0)
+        self.assertEqual(s["fines_usd"]["sla"], 3000.0)
+        self.assertEqual(s["payout_usd"], 97000.0)
+        self.assertEqual(s["ko"], 2)
+
+    def test_dropped_arrivals_count_as_failed(self):
+        s = score.score(records(*[line() for _ in range(98)]), dropped=2)
+        self.assertEqual(s["requests"], 100)
+        self.assertAlmostEqual(s["ok_under_250ms_pct"], 98.0)
+        self.assertEqual(s["fines_usd"]["sla"], 0.0)
+
+    def test_inconsistency_fine(self):
+        lines = [line() for _ in range(999)] + [line(ok=0, inc=1, saldo=-100001, reason="limite ultrapassado")]
+        s = score.score(records(*lines))
+        self.assertEqual(s["inconsistencies"], 1)
+        self.assertEqual(s["fines_usd"]["inconsistencies"], 803.01)
+        self.assertEqual(s["payout_usd"], round(100000 - 803.01, 2))
+
+
+class AuditTest(unittest.TestCase):
+    def setUp(self):
+        fd, self.path = tempfile.mkstemp(suffix=".db")
+        os.close(fd)
+        db = sqlite3.connect(self.path)
+        db.executescript("""
+            CREATE TABLE clientes (id INTEGER PRIMARY KEY, limite INTEGER NOT NULL, saldo INTEGER NOT NULL);
+            CREATE TABLE transacoes (id INTEGER PRIMARY KEY, cliente_id INTEGER NOT NULL, valor INTEGER NOT NULL,
+                tipo TEXT NOT NULL, descricao TEXT NOT NULL, realizada_em INTEGER NOT NULL);
+        """)
+        db.executemany("INSERT INTO clientes VALUES (?, ?, 0)", LIMITS.items())
+        db.commit()
+        db.close()
+        self.saldo = {c: 0 for c in LIMITS}
+        self.recs = []
+
+    def tearDown(self):
+        os.remove(self.path)
+
+    def store(self, cliente, tipo, valor, descricao, update_saldo=True):
+        db = sqlite3.connect(self.path)
+        db.execute("INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em) VALUES (?,?,?,?,0)",
+                   (cliente, valor, tipo, descricao))
+        if update_saldo:
+            self.saldo[cliente] += valor if tipo == "c" else -valor
+            db.execute("UPDATE clientes SET saldo = ? WHERE id = ?", (self.saldo[cliente], cliente))
+        db.commit()
+        db.close()
+        return self.saldo[cliente]
+
+    def tx(self, cliente, tipo, valor, descricao, status=200, stored=True):
+        """A transaction the test sent; stored (and acknowledged with its saldo) as asked."""
+        saldo = self.store(cliente, tipo, valor, descricao) if stored else None
+        self.recs.append(line(phase=tipo, cliente=cliente, tipo=tipo, valor=valor, descricao=descricao,
+                              status=status, saldo=saldo if status == 200 else None))
+
+    def run_audit(self, since_id=0):
+        res = audit.audit(self.path, records(*self.recs), since_id)
+        return res, {f["check"]: f["ok"] for f in res["findings"]}
+
+    def clean_history(self):
+        for i in range(20):
+            self.tx(1 + i % 5, "c" if i % 3 else "d", 100 + i, "r%09d" % i)
+        for _ in range(3):  # non-unique descricao, as in phase 1
+            self.tx(1, "d", 1, "validacao")
+
+    def test_clean(self):
+        self.clean_history()
+        self.tx(2, "d", 10**6, "refused", status=422, stored=False)
+        res, checks = self.run_audit()
+        self.assertTrue(res["ok"], audit.format_report(res))
+        self.assertEqual(res["acked_200"], 23)
+
+    def test_missing_acknowledged(self):
+        self.clean_history()
+        self.recs.append(line(cliente=3, tipo="c", valor=5, descricao="lostlostlo", saldo=1))
+        res, checks = self.run_audit()
+        self.assertFalse(checks["acked"])
+        self.assertFalse(res["ok"])
+
+    def test_stored_twice(self):
+        self.clean_history()
+        self.tx(4, "c", 7, "twicetwice")
+        self.store(4, "c", 7, "twicetwice")
+        res, checks = self.run_audit()
+        self.assertFalse(checks["extra"])
+        self.assertIn("stored twice", audit.format_report(res))
+
+    def test_refused_but_stored(self):
+        self.clean_history()
+        self.store(5, "d", 3, "refusedxyz")
+        self.recs.append(line(cliente=5, tipo="d", valor=3, descricao="refusedxyz", status=422, saldo=None))
+        res, checks = self.run_audit()
+        self.assertFalse(checks["extra"])
+        self.assertIn("although refused", audit.format_report(res))
+
+    def test_never_sent(self):
+        self.clean_history()
+        self.store(1, "c", 1, "fantasma")
+        res, checks = self.run_audit()
+        self.assertFalse(checks["extra"])
+        self.assertIn("never sent", audit.format_report(res))
+
+    def test_unanswered_request_may_have_committed(self):
+        self.clean_history()
+        self.store(2, "c", 9, "timeoutxyz")
+        self.recs.append(line(cliente=2, tipo="c", valor=9, descricao="timeoutxyz", status=0, ok=0, saldo=None))
+        res, checks = self.run_audit()
+        self.assertTrue(res["ok"], audit.format_report(res))
+        self.assertIn("unanswered", checks)
+
+    def test_balance_not_sum_of_rows(self):
+        self.clean_history()
+        self.store(3, "c", 50, "nosaldoupd", update_saldo=False)
+        self.recs.append(line(cliente=3, tipo="c", valor=50, descricao="nosaldoupd", saldo=self.saldo[3] + 50))
+        res, checks = self.run_audit()
+        self.assertFalse(checks["balances"])
+
+    def test_history_below_limit_even_if_final_balance_is_fine(self):
+        self.tx(2, "d", 80001, "overdrawnn")
+        self.tx(2, "c", 80001, "refilledxx")
+        res, checks = self.run_audit()
+        self.assertTrue(checks["balances"])
+        self.assertFalse(checks["history"])
+
+    def test_returned_saldo_must_match_replay(self):
+        self.clean_history()
+        self.store(1, "c", 20, "wrongsaldo")
+        self.recs.append(line(cliente=1, tipo="c", valor=20, descricao="wrongsaldo", saldo=self.saldo[1] + 1))
+        res, checks = self.run_audit()
+        self.assertFalse(checks["saldos"])
+
+    def test_rows_before_the_run_are_left_out(self):
+        self.store(1, "c", 500, "oldoldoldo")
+        since = audit.max_id(self.path)
+        self.clean_history()
+        res, checks = self.run_audit(since_id=since)
+        self.assertTrue(res["ok"], audit.format_report(res))
+        self.assertEqual(res["rows_this_run"], 23)
+
+    def test_wrong_limit(self):
+        db = sqlite3.connect(self.path)
+        db.execute("UPDATE clientes SET limite = 1 WHERE id = 4")
+        db.commit()
+        db.close()
+        res, checks = self.run_audit()
+        self.assertFalse(checks["clients"])
+
+
+if __name__ == "__main__":
+    unittest.main()
