@@ -22,7 +22,24 @@ NAMES = {"d": "debits", "c": "credits", "e": "statements", "v": "validations (ph
 COLORS = {"d": "#d62728", "c": "#2ca02c", "e": "#1f77b4", "v": "#7f7f7f"}
 
 
-def render(records, out_png, title="", ramp=None, plateau=None, scale=1.0, subtitle=""):
+def read_cpu(path):
+    """cpu.csv of a run -> [(t_ms, stack_cpu_s or None, k6_cpu_s or None, machine_busy_s, machine_total_s)]."""
+    rows = []
+    try:
+        with open(path) as fh:
+            next(fh)
+            for line in fh:
+                f = line.strip().split(",")
+                if len(f) < 5:
+                    continue
+                num = lambda x: float(x) if x else None
+                rows.append((int(f[0]), num(f[1]), num(f[2]), float(f[3]), float(f[4])))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return rows
+
+
+def render(records, out_png, title="", ramp=None, plateau=None, scale=1.0, subtitle="", cpu=None, quota=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,8 +51,14 @@ def render(records, out_png, title="", ramp=None, plateau=None, scale=1.0, subti
     load = [r for r in records if r.phase != "v"]
     t_load = (min(r.t0 for r in load) - t_start) / 1000.0 if load else 0.0
 
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 8), sharex=True,
-                                   gridspec_kw={"height_ratios": [1, 1.3]})
+    cpu = [c for c in (cpu or []) if c[1] is not None or c[2] is not None]
+    if len(cpu) > 1:
+        fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(12, 10), sharex=True,
+                                            gridspec_kw={"height_ratios": [1, 1.3, 0.6]})
+    else:
+        ax3 = None
+        fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 8), sharex=True,
+                                       gridspec_kw={"height_ratios": [1, 1.3]})
     # Requests per second, by kind (bucketed on when each request was sent).
     width = 1.0
     counts = defaultdict(lambda: defaultdict(int))
@@ -63,7 +86,7 @@ def render(records, out_png, title="", ramp=None, plateau=None, scale=1.0, subti
     for k in ("d", "c", "e", "v"):
         pts = [((r.t0 - t_start) / 1000.0, max(r.rt, 0.01)) for r in records if r.phase == k]
         if pts:
-            ax2.scatter([p[0] for p in pts], [p[1] for p in pts], s=1, alpha=0.15, color=COLORS[k],
+            ax2.scatter([p[0] for p in pts], [p[1] for p in pts], s=2, alpha=0.3, color=COLORS[k],
                         linewidths=0, rasterized=True)
     per_sec = defaultdict(list)
     for r in records:
@@ -81,10 +104,34 @@ def render(records, out_png, title="", ramp=None, plateau=None, scale=1.0, subti
         ax2.axhline(250.0, color="red", linewidth=0.8, linestyle="--")
         ax2.text(0.0, 250.0, " 250 ms (SLA)", color="red", fontsize=8, va="bottom")
     ax2.set_ylabel("latency, ms (log scale; dots = single requests)")
-    ax2.set_xlabel("seconds since the start of the run")
     ax2.legend(loc="upper left", fontsize=8)
     ax2.grid(alpha=0.3, which="both")
-    for ax in (ax1, ax2):
+    axes = [ax1, ax2]
+    if ax3 is not None:
+        # CPU use between samples, in % of one core.
+        xs, stack, k6, mach = [], [], [], []
+        for a, b in zip(cpu, cpu[1:]):
+            dt = (b[0] - a[0]) / 1000.0
+            if dt <= 0:
+                continue
+            xs.append(((a[0] + b[0]) / 2.0 - t_start) / 1000.0)
+            stack.append(100 * (b[1] - a[1]) / dt if a[1] is not None and b[1] is not None else None)
+            k6.append(100 * (b[2] - a[2]) / dt if a[2] is not None and b[2] is not None else None)
+            mach.append(100 * (b[3] - a[3]) / dt)
+        ax3.plot(xs, [v if v is not None else float("nan") for v in stack], color="#8c564b",
+                 label="stack (nginx + api01 + api02)")
+        ax3.plot(xs, [v if v is not None else float("nan") for v in k6], color="#17becf", label="k6 (load generator)")
+        ax3.plot(xs, mach, color="gray", linestyle=":", label="whole machine")
+        if quota:
+            ax3.axhline(100 * quota, color="#8c564b", linestyle="--", linewidth=0.8)
+            ax3.text(0.0, 100 * quota, " stack quota %.1f CPU" % quota, color="#8c564b", fontsize=8, va="bottom")
+        ax3.set_ylabel("CPU, % of one core")
+        ax3.set_ylim(bottom=0)
+        ax3.legend(loc="upper left", fontsize=8)
+        ax3.grid(alpha=0.3)
+        axes.append(ax3)
+    axes[-1].set_xlabel("seconds since the start of the run")
+    for ax in axes:
         if load:
             ax.axvline(t_load, color="black", linewidth=0.6)
         if ramp and load:
@@ -110,8 +157,10 @@ def render_run(run_dir):
            % ("{:,.2f}".format(s.get("payout_usd", 0)), s.get("ok_under_250ms_pct", 0),
               s.get("inconsistencies"), lat.get("p50"), lat.get("p99"), lat.get("p99_9"), lat.get("max"),
               "clean" if res.get("audit", {}).get("ok") else "FAILED/skipped"))
+    cpu = read_cpu(os.path.join(run_dir, "cpu.csv"))
+    quota = (res.get("cpu") or {}).get("quota_cpus")
     return render(recs, os.path.join(run_dir, "run.png"), title, prof.get("ramp_s"), prof.get("plateau_s"),
-                  prof.get("scale", 1.0), sub)
+                  prof.get("scale", 1.0), sub, cpu, quota)
 
 
 def main():

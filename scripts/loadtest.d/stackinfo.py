@@ -61,8 +61,47 @@ def _stack_pids(repo):
     return pids
 
 
+def stack_env(repo):
+    """.stack/stack.env as written by scripts/stack-up (KEY=value lines), or {}."""
+    out = {}
+    import shlex
+    for line in (_read(os.path.join(repo, ".stack", "stack.env"), "") or "").splitlines():
+        key, sep, val = line.partition("=")
+        if sep:
+            try:
+                parts = shlex.split(val)
+            except ValueError:
+                parts = [val]
+            out[key] = parts[0] if parts else ""
+    return out
+
+
+def _groups_from_env(env):
+    """The groups stack-up recorded in stack.env (CGROUP_CPU, CGROUP_CPUACCT, CGROUP_MEMORY)."""
+    if env.get("STACK_LIMITS") != "on":
+        return None
+    if env.get("CG_VERSION") == "v2":
+        d = env.get("CGROUP_CPU") or env.get("CGROUP_MEMORY")
+        parents = {"v2": d} if d else {}
+    else:
+        parents = {c: env.get("CGROUP_" + c.upper()) for c in ("cpuacct", "cpu", "memory")}
+    parents = {c: d for c, d in parents.items() if d and os.path.isdir(d)}
+    if not parents:
+        return None
+    result = {"version": env.get("CG_VERSION", "v1"), "parent": parents, "children": {}}
+    for c, d in parents.items():
+        for child in sorted(os.listdir(d)):
+            if os.path.isdir(os.path.join(d, child)):
+                result["children"].setdefault(child, {})[c] = os.path.join(d, child)
+    return result
+
+
 def find_groups(repo):
     """The stack's cgroups, or None. Returns {"version", "parent": {ctrl: dir}, "children": {name: {ctrl: dir}}}."""
+    if not os.environ.get("CREBITOS_CGROUP"):
+        g = _groups_from_env(stack_env(repo))
+        if g:
+            return g
     mounts = _mounts()
     parent_path = os.environ.get("CREBITOS_CGROUP")
     v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
