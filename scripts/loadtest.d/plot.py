@@ -127,7 +127,7 @@ def render(records, out_png, title="", ramp=None, plateau=None, scale=1.0, subti
             ax3.text(0.0, 100 * quota, " stack quota %.1f CPU" % quota, color="#8c564b", fontsize=8, va="bottom")
         ax3.set_ylabel("CPU, % of one core")
         ax3.set_ylim(bottom=0)
-        ax3.legend(loc="upper left", fontsize=8)
+        ax3.legend(loc="upper right", fontsize=8)
         ax3.grid(alpha=0.3)
         axes.append(ax3)
     axes[-1].set_xlabel("seconds since the start of the run")
@@ -153,9 +153,10 @@ def render_run(run_dir):
     s = res.get("score", {})
     lat = s.get("latency_ms", {})
     title = "crébitos load test: %s" % res.get("label", os.path.basename(run_dir.rstrip("/")))
+    ms = lambda v: "-" if v is None else ("%.2f" % v if v < 100 else "%.0f" % v)
     sub = ("payout USD %s | OK<250ms %.2f%% | inconsistencies %s | p50 %s p99 %s p99.9 %s max %s ms | audit %s"
            % ("{:,.2f}".format(s.get("payout_usd", 0)), s.get("ok_under_250ms_pct", 0),
-              s.get("inconsistencies"), lat.get("p50"), lat.get("p99"), lat.get("p99_9"), lat.get("max"),
+              s.get("inconsistencies"), ms(lat.get("p50")), ms(lat.get("p99")), ms(lat.get("p99_9")), ms(lat.get("max")),
               "clean" if res.get("audit", {}).get("ok") else "FAILED/skipped"))
     cpu = read_cpu(os.path.join(run_dir, "cpu.csv"))
     quota = (res.get("cpu") or {}).get("quota_cpus")

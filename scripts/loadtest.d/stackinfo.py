@@ -1,8 +1,9 @@
 """What the kernel measured about the stack during a run: cgroup CPU, throttling, memory.
 
 The native stack (scripts/stack-up) runs nginx, api01 and api02 each in a cgroup
-PARENT/NAME with its CPU quota and memory limit (docs/STACK.md). The groups are found
-from the processes themselves: the pid files under .stack/ name the processes, and
+PARENT/NAME with its CPU quota and memory limit (docs/STACK.md). stack-up writes the
+parent's directories into STATE_DIR/stack.env; failing that, the groups are found from
+the processes themselves: the pid files under STATE_DIR name the processes, and
 /proc/PID/cgroup names their groups, wherever the caller of stack-up was accounted.
 CREBITOS_CGROUP=/path/of/PARENT (as in /proc/PID/cgroup) overrides the search.
 
@@ -52,20 +53,20 @@ def _pid_groups(pid):
     return out
 
 
-def _stack_pids(repo):
+def _stack_pids(state_dir):
     pids = []
-    for f in glob.glob(os.path.join(repo, ".stack", "**", "*.pid"), recursive=True):
+    for f in glob.glob(os.path.join(state_dir, "**", "*.pid"), recursive=True):
         tok = (_read(f, "") or "").split()
         if tok and tok[0].isdigit() and os.path.exists("/proc/%s" % tok[0]):
             pids.append(int(tok[0]))
     return pids
 
 
-def stack_env(repo):
-    """.stack/stack.env as written by scripts/stack-up (KEY=value lines), or {}."""
+def stack_env(state_dir):
+    """STATE_DIR/stack.env as written by scripts/stack-up (KEY=value lines), or {}."""
     out = {}
     import shlex
-    for line in (_read(os.path.join(repo, ".stack", "stack.env"), "") or "").splitlines():
+    for line in (_read(os.path.join(state_dir, "stack.env"), "") or "").splitlines():
         key, sep, val = line.partition("=")
         if sep:
             try:
@@ -96,10 +97,10 @@ def _groups_from_env(env):
     return result
 
 
-def find_groups(repo):
-    """The stack's cgroups, or None. Returns {"version", "parent": {ctrl: dir}, "children": {name: {ctrl: dir}}}."""
+def find_groups(state_dir):
+    """The cgroups of the stack whose state dir (stack-up --state-dir) is given, or None. Returns {"version", "parent": {ctrl: dir}, "children": {name: {ctrl: dir}}}."""
     if not os.environ.get("CREBITOS_CGROUP"):
-        g = _groups_from_env(stack_env(repo))
+        g = _groups_from_env(stack_env(state_dir))
         if g:
             return g
     mounts = _mounts()
@@ -107,7 +108,7 @@ def find_groups(repo):
     v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
     if not parent_path:
         parents = Counter()
-        for pid in _stack_pids(repo):
+        for pid in _stack_pids(state_dir):
             g = _pid_groups(pid)
             path = g.get("" if v2 else "cpuacct")
             if path and path not in ("/", ""):
@@ -131,7 +132,7 @@ def find_groups(repo):
             if not os.environ.get("CREBITOS_CGROUP"):
                 # Per-controller path from a stack process.
                 cand = Counter()
-                for pid in _stack_pids(repo):
+                for pid in _stack_pids(state_dir):
                     p = _pid_groups(pid).get(c)
                     if p and p != "/":
                         cand[os.path.dirname(p)] += 1
