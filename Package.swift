@@ -98,6 +98,7 @@ let package = Package(
                 "CrebitosLedger",
                 "CrebitosStore",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
         // Starts real server processes (the built `crebitos` binary) on one file.
