@@ -1,0 +1,124 @@
+import AsyncHTTPClient
+import CrebitosStore
+import Foundation
+import GRDB
+import NIOCore
+import XCTest
+
+/// Two real server processes on one database file, as in production (without nginx):
+/// one listens on TCP, the other on a Unix socket. Requests go to both at once.
+final class TwoProcessTests: XCTestCase {
+    private static let limits: [Int64: Int64] = [1: 100_000, 2: 80_000, 3: 1_000_000, 4: 10_000_000, 5: 500_000]
+
+    private struct Answered: Sendable {
+        let client: Int64
+        let delta: Int64
+        let description: String
+        let balance: Int64
+    }
+
+    func testConcurrentWritesOnTwoProcessesKeepTheLedgerExact() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("crebitos-2p-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let databasePath = directory.appendingPathComponent("rinha.db").path
+
+        // Both start at the same moment on a file that does not exist yet.
+        let servers = [
+            try ServerProcess(name: "api01", databasePath: databasePath, listen: "127.0.0.1:0", directory: directory),
+            try ServerProcess(
+                name: "api02", databasePath: databasePath,
+                listen: "unix:" + directory.appendingPathComponent("api02.sock").path, directory: directory),
+        ]
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            for server in servers { try server.start() }
+            for server in servers { try await server.waitUntilReady(client: client) }
+
+            let requestsPerServer = 600
+            let answered = try await withThrowingTaskGroup(of: Answered?.self) { group in
+                var sent = 0
+                var results: [Answered] = []
+                // At most 64 requests in flight, spread over both processes.
+                for index in 0..<(2 * requestsPerServer) {
+                    if sent >= 64, let result = try await group.next() {
+                        if let result { results.append(result) }
+                    }
+                    sent += 1
+                    let server = servers[index % 2]
+                    group.addTask {
+                        try await Self.send(index: index, to: server, client: client)
+                    }
+                }
+                for try await result in group { if let result { results.append(result) } }
+                return results
+            }
+
+            // Both 200s and limit refusals happened, on both processes.
+            XCTAssertGreaterThan(answered.count, 100)
+            XCTAssertLessThan(answered.count, 2 * requestsPerServer)
+            for server in servers { XCTAssertTrue(server.process.isRunning, server.log) }
+            for server in servers { server.terminate() }
+            for server in servers {
+                XCTAssertEqual(server.process.terminationStatus, 0, "clean exit on SIGTERM: \(server.log)")
+            }
+
+            // The file, read after both processes are gone.
+            try Self.verifyLedger(at: databasePath, answered: answered)
+        } catch {
+            for server in servers { server.terminate() }
+            try await client.shutdown()
+            throw error
+        }
+        try await client.shutdown()
+    }
+
+    private static func verifyLedger(at databasePath: String, answered: [Answered]) throws {
+        let database = try DatabaseQueue(path: databasePath)
+        XCTAssertEqual(try database.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") }, "ok")
+        let stored = try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT cliente_id, tipo, valor, descricao FROM transacoes").map {
+                ($0[0] as Int64, ($0[1] as String) == "c" ? $0[2] as Int64 : -($0[2] as Int64), $0[3] as String)
+            }
+        }
+        XCTAssertEqual(stored.count, answered.count, "every 200 is stored, nothing else is")
+        XCTAssertEqual(Set(stored.map(\.2)), Set(answered.map(\.description)), "stored rows are exactly the answered ones")
+        XCTAssertEqual(Set(stored.map(\.2)).count, stored.count, "no transaction stored twice")
+        for (id, limit) in limits {
+            let balance = try database.read { try Int64.fetchOne($0, sql: "SELECT saldo FROM clientes WHERE id = ?", arguments: [id]) }
+            let expected = answered.filter { $0.client == id }.map(\.delta).reduce(0, +)
+            XCTAssertEqual(balance, expected, "client \(id): saldo equals the sum of answered transactions")
+            XCTAssertGreaterThanOrEqual(balance ?? .min, -limit)
+            XCTAssertTrue(answered.filter { $0.client == id }.allSatisfy { $0.balance >= -limit })
+        }
+        try database.close()
+    }
+
+    /// Debits are twice as frequent as credits and large enough to hit the limits of
+    /// the small clients, so both 200 and 422 happen.
+    private static func send(index: Int, to server: ServerProcess, client: HTTPClient) async throws -> Answered? {
+        let clientID = Int64(index % 5 + 1)
+        let isCredit = index % 3 == 0
+        let amount = Int64(index * 7919 % 20_000 + 1)
+        let description = "p\(index)"
+        var request = HTTPClientRequest(url: server.baseURL + "/clientes/\(clientID)/transacoes")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: #"{"valor":\#(amount),"tipo":"\#(isCredit ? "c" : "d")","descricao":"\#(description)"}"#))
+        let response = try await client.execute(request, timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 4096)
+        switch response.status {
+        case .ok:
+            let json = try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
+            let balance = try XCTUnwrap((json?["saldo"] as? NSNumber)?.int64Value)
+            XCTAssertEqual((json?["limite"] as? NSNumber)?.int64Value, limits[clientID])
+            return Answered(client: clientID, delta: isCredit ? amount : -amount, description: description, balance: balance)
+        case .unprocessableEntity:
+            XCTAssertFalse(isCredit, "only debits can be refused here")
+            return nil
+        default:
+            XCTFail("unexpected \(response.status) from \(server.name): \(String(buffer: body))")
+            return nil
+        }
+    }
+}
