@@ -9,14 +9,23 @@ import Glibc
 import Darwin
 #endif
 
-/// `crebitos`: the API server. Every option can also come from an environment variable
-/// (`CREBITOS_*`), which is how the compose file and the native stack configure it; a
-/// flag given on the command line wins.
+/// `crebitos`: the API server (`crebitos serve`, the default), and the write-path benchmark.
 @main
 struct CrebitosCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crebitos",
-        abstract: "The crébitos debit-and-credit API (Rinha de Backend 2024/Q1) on a shared SQLite ledger.")
+        abstract: "The crébitos debit-and-credit API (Rinha de Backend 2024/Q1) on a shared SQLite ledger.",
+        subcommands: [ServeCommand.self, BenchWritesCommand.self],
+        defaultSubcommand: ServeCommand.self)
+}
+
+/// `crebitos [serve]`: the API server. Every option can also come from an environment variable
+/// (`CREBITOS_*`), which is how the compose file and the native stack configure it; a
+/// flag given on the command line wins.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve the API (the default when no subcommand is given).")
 
     @Option(help: "SQLite database file, created with its schema and clients if missing. Env: CREBITOS_DATABASE.")
     var database: String = environment("CREBITOS_DATABASE") ?? "data/rinha.db"
