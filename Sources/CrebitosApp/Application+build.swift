@@ -49,7 +49,6 @@ public func buildApplication(_ settings: ServerSettings) throws -> some Applicat
         address = .unixDomainSocket(path: path)
     }
     let listen = settings.listen
-    let readyLogger = logger
     let synchronous = try ledger.writerSynchronousMode()
     logger.info(
         "crebitos starting",
@@ -65,7 +64,6 @@ public func buildApplication(_ settings: ServerSettings) throws -> some Applicat
         onServerRunning: { _ in
             // nginx's workers run as another user: let them connect to the socket.
             if case .unixSocket(let path) = listen { chmod(path, 0o666) }
-            readyLogger.info("crebitos ready", metadata: ["listen": "\(listen)"])
         },
         logger: logger)
 }
