@@ -24,6 +24,9 @@ struct BenchWritesCommand: AsyncParsableCommand {
     @Option(help: "Writers in the closed loop (with --rate 0).")
     var concurrency: Int = 16
 
+    @Option(help: "0: SQLite's automatic checkpoint; N: the background checkpointer every N ms.")
+    var checkpointMs: Int = 0
+
     @Option(help: "Number of writes.")
     var writes: Int = 5000
 
@@ -34,7 +37,8 @@ struct BenchWritesCommand: AsyncParsableCommand {
         let load: WriteBenchmark.Load = rate > 0 ? .poisson(perSecond: rate) : .closedLoop(concurrency: concurrency)
         let started = Date()
         let latencies = try await WriteBenchmark.run(
-            strategy: strategy, databasePath: database, durability: durability, load: load, writes: writes)
+            strategy: strategy, databasePath: database, durability: durability, load: load, writes: writes,
+            checkpointIntervalMilliseconds: checkpointMs)
         let elapsed = Date().timeIntervalSince(started)
         // One JSON line: the latencies in ms and the wall time, merged by the script.
         let output: [String: Any] = ["elapsed_s": elapsed, "latencies_ms": latencies]

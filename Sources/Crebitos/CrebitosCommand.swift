@@ -39,6 +39,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Name in the x-instance header and the logs. Env: CREBITOS_INSTANCE.")
     var instance: String = environment("CREBITOS_INSTANCE") ?? "crebitos"
 
+    @Option(help: "0: SQLite checkpoints the WAL inside commits; N: a background task does it every N ms. Env: CREBITOS_CHECKPOINT_MS.")
+    var checkpointMs: Int = environment("CREBITOS_CHECKPOINT_MS").flatMap { Int($0) } ?? 0
+
     @Option(help: "trace, debug, info, notice, warning, error or critical. Env: CREBITOS_LOG_LEVEL.")
     var logLevel: String = environment("CREBITOS_LOG_LEVEL") ?? "info"
 
@@ -54,7 +57,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let settings = ServerSettings(
             databasePath: database, listen: address, durability: durability,
-            instanceName: instance, logLevel: level)
+            instanceName: instance, logLevel: level, checkpointIntervalMilliseconds: max(0, checkpointMs))
         let app = try buildApplication(settings)
         // Stops on SIGTERM and SIGINT: stops accepting, lets in-flight requests finish.
         try await app.runService()

@@ -32,7 +32,7 @@ public func buildApplication(_ settings: ServerSettings) throws -> some Applicat
     logger.logLevel = settings.logLevel
     logger[metadataKey: "instance"] = "\(settings.instanceName)"
 
-    let ledger = try SQLiteLedger.open(StoreConfiguration(path: settings.databasePath, durability: settings.durability))
+    let ledger = try SQLiteLedger.open(settings.storeConfiguration)
     let router = buildRouter(ledger: ledger, instanceName: settings.instanceName)
 
     let address: BindAddress
@@ -57,10 +57,12 @@ public func buildApplication(_ settings: ServerSettings) throws -> some Applicat
             "database": "\(settings.databasePath)",
             "synchronous": "\(settings.durability.rawValue) (PRAGMA synchronous=\(synchronous))",
             "logLevel": "\(settings.logLevel)",
+            "checkpoint": "\(settings.checkpointIntervalMilliseconds > 0 ? "background every \(settings.checkpointIntervalMilliseconds) ms" : "sqlite automatic")",
         ])
     return Application(
         router: router,
         configuration: ApplicationConfiguration(address: address, serverName: nil, backlog: 1024),
+        services: try ledger.backgroundServices(logger: logger),
         onServerRunning: { _ in
             // nginx's workers run as another user: let them connect to the socket.
             if case .unixSocket(let path) = listen { chmod(path, 0o666) }

@@ -9,19 +9,32 @@ public struct ServerSettings: Sendable {
     /// Shown in the `x-instance` header and in logs (api01, api02).
     public var instanceName: String
     public var logLevel: Logger.Level
+    /// 0: SQLite checkpoints the WAL inside commits (its default). N > 0: a background
+    /// service checkpoints every N ms instead (see WALCheckpointer).
+    public var checkpointIntervalMilliseconds: Int
 
     public init(
         databasePath: String = "data/rinha.db",
         listen: ListenAddress = .tcp(host: "127.0.0.1", port: 8080),
         durability: Durability = .full,
         instanceName: String = "crebitos",
-        logLevel: Logger.Level = .info
+        logLevel: Logger.Level = .info,
+        checkpointIntervalMilliseconds: Int = 0
     ) {
         self.databasePath = databasePath
         self.listen = listen
         self.durability = durability
         self.instanceName = instanceName
         self.logLevel = logLevel
+        self.checkpointIntervalMilliseconds = checkpointIntervalMilliseconds
+    }
+
+    var storeConfiguration: StoreConfiguration {
+        StoreConfiguration(
+            path: databasePath,
+            durability: durability,
+            checkpoint: checkpointIntervalMilliseconds > 0
+                ? .background(interval: .milliseconds(checkpointIntervalMilliseconds)) : .sqliteAutomatic)
     }
 }
 

@@ -1,5 +1,7 @@
 import CrebitosLedger
 import GRDB
+import Logging
+import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
@@ -44,6 +46,11 @@ public final class SQLiteLedger: Ledger {
             return database
         }
         try applyDurability(configuration.durability, to: database)
+        if case .background = configuration.checkpoint {
+            try database.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = \(WALCheckpointer.backstopPages)")
+            }
+        }
         let writer = GroupCommitWriter(
             database: database,
             lock: lock,
@@ -85,6 +92,13 @@ public final class SQLiteLedger: Ledger {
                 takenAt: takenAt,
                 entries: entries)
         }
+    }
+
+    /// The background services this configuration needs (the WAL checkpointer when
+    /// ``CheckpointPolicy/background(interval:)`` is chosen), to run beside the server.
+    public func backgroundServices(logger: Logger) throws -> [any Service] {
+        guard case .background(let interval) = configuration.checkpoint else { return [] }
+        return [try WALCheckpointer(path: configuration.path, interval: interval, logger: logger)]
     }
 
     /// Closes every connection. Pending writes must have been answered first.

@@ -1,6 +1,7 @@
 import CrebitosLedger
 import Dispatch
 import GRDB
+import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -30,19 +31,32 @@ public enum WriteBenchmark {
 
     /// Latency of each write in milliseconds, from submission to commit.
     public static func run(
-        strategy: Strategy, databasePath: String, durability: Durability, load: Load, writes: Int
+        strategy: Strategy, databasePath: String, durability: Durability, load: Load, writes: Int,
+        checkpointIntervalMilliseconds: Int = 0
     ) async throws -> [Double] {
         let write: @Sendable (Int) async throws -> Void
         var closeDatabase: () throws -> Void
         switch strategy {
         case .groupCommit:
-            let ledger = try SQLiteLedger.open(StoreConfiguration(path: databasePath, durability: durability))
+            let ledger = try SQLiteLedger.open(StoreConfiguration(
+                path: databasePath, durability: durability,
+                checkpoint: checkpointIntervalMilliseconds > 0
+                    ? .background(interval: .milliseconds(checkpointIntervalMilliseconds)) : .sqliteAutomatic))
+            let services = try ledger.backgroundServices(logger: Logger(label: "bench"))
+            let checkpointer = Task {
+                try await withThrowingDiscardingTaskGroup { group in
+                    for service in services { group.addTask { try await service.run() } }
+                }
+            }
             write = { index in
                 _ = try await ledger.apply(
                     TransactionRequest(amount: 1, kind: index.isMultiple(of: 2) ? .credit : .debit, description: "bench"),
                     toClient: Int64(index % 5 + 1))
             }
-            closeDatabase = { try ledger.close() }
+            closeDatabase = {
+                checkpointer.cancel()
+                try ledger.close()
+            }
         case .busyTimeout:
             // Create the schema first (under the lock), then write without it.
             try SQLiteLedger.open(StoreConfiguration(path: databasePath, durability: durability)).close()
