@@ -88,6 +88,7 @@ let package = Package(
                 "CrebitosLedger",
                 "CrebitosStore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
