@@ -34,6 +34,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY --from=build /out/crebitos /app/crebitos
 COPY scripts/audit /app/scripts/audit
+COPY scripts/lib/common.sh /app/scripts/lib/common.sh
 # Fail the image build, not the first start, if a runtime library is missing.
 RUN mkdir -p /app/data \
  && if ldd /app/crebitos | grep 'not found'; then exit 1; fi
