@@ -46,6 +46,8 @@ def row(res):
         "throttled_s": c.get("throttled_s"),
         "k6_cpu_pct": round(100.0 * k["cpu_s"] / max(k["wall_s"], 1e-3), 1),
         "machine_busy_pct": res.get("machine_busy_pct"),
+        "others_cpu_pct": None if res.get("others_cpu_s") is None
+        else round(100.0 * res["others_cpu_s"] / max(k["wall_s"], 1e-3), 1),
         "audit": "clean" if (res.get("audit") or {}).get("ok") else "FAILED",
         "verdict": res.get("verdict"),
         "run_dir": res.get("run_dir"),
@@ -64,7 +66,7 @@ def table(rows):
             f(r["ok_under_250ms_pct"], "%.2f"), "{:,.0f}".format(r["payout_usd"]), r["inconsistencies"],
             f(r["stack_cpu_us_per_request"], "%.0f"), f(r["stack_quota_used_pct"], "%.0f"),
             "-" if r["nr_throttled"] is None else r["nr_throttled"], f(r["k6_cpu_pct"], "%.0f"),
-            f(r["machine_busy_pct"], "%.0f"), r["audit"]))
+            f(r.get("others_cpu_pct"), "%.0f"), r["audit"]))
     return "\n".join(out) + "\n"
 
 
@@ -93,7 +95,7 @@ def draw(rows, path, title):
     a1.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper left")
     a2.plot(xs, [r["stack_quota_used_pct"] for r in rows], "o-", label="stack CPU, % of its 1.5 CPU quota")
     a2.plot(xs, [r["k6_cpu_pct"] for r in rows], "s-", label="k6 CPU, % of one core")
-    a2.plot(xs, [r["machine_busy_pct"] for r in rows], "^:", label="whole machine busy, % of 2 cores")
+    a2.plot(xs, [r.get("others_cpu_pct") for r in rows], "^:", label="other programs (noise), % of one core")
     a2.set_ylabel("CPU %")
     a2.set_xlabel("rate multiplier (x1 = 220 debits + 110 credits + 10 statements per second)")
     a2.grid(alpha=0.3)
