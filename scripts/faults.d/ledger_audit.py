@@ -1,0 +1,197 @@
+"""The ledger after a fault test, against every request the test sent and every answer it got.
+
+Each transaction the workload sent has a unique `descricao`, so its row (if any) is found
+exactly. The checks, each of which can fail:
+
+  integrity     PRAGMA integrity_check answers "ok"
+  balances      for every client: saldo == credits - debits over its rows, saldo >= -limite
+  history       replaying each client's rows in commit order never goes below -limite
+  unknown       every row of the run was sent by the test, with the same client, tipo, valor
+  once          no transaction is stored more than once
+  acked         every transaction answered 200 is stored (exactly once)
+  refused       no transaction answered 422 (or another 4xx) is stored
+  keyed         every keyed client ended with a definitive answer (200 or 422): retrying
+                with the key after a 502/504/no answer reached an answer for every intent
+  keys          idempotency_keys agrees with the rows: a key recorded as applied has its
+                row, a key recorded as refused has none, every row of a keyed request has
+                its key
+  saldos        the balance each 200 returned (first answers and replays alike) is the
+                balance right after its row in the replay
+  statements    no statement showed saldo.total < -limite
+
+And the numbers: how many answers did not tell the client what happened (502, 504, no
+answer), and of those how many had in fact committed.
+"""
+import sqlite3
+from collections import defaultdict
+
+from workload import LIMITS
+
+MAX_EXAMPLES = 5
+
+
+def open_readonly(path):
+    return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
+
+
+def max_id(path):
+    with open_readonly(path) as db:
+        return db.execute("SELECT coalesce(max(id), 0) FROM transacoes").fetchone()[0]
+
+
+def integrity(path):
+    db = open_readonly(path)
+    try:
+        return "; ".join(r[0] for r in db.execute("PRAGMA integrity_check"))
+    finally:
+        db.close()
+
+
+def audit(path, workload, since_id=0):
+    checks = []
+    numbers = {}
+
+    def check(name, ok, msg):
+        checks.append({"check": name, "ok": bool(ok), "message": msg})
+
+    integ = integrity(path)
+    check("integrity", integ == "ok", "PRAGMA integrity_check: %s" % integ[:300])
+
+    db = open_readonly(path)
+    db.execute("BEGIN")  # one snapshot for everything below
+    clientes = {cid: (lim, saldo) for cid, lim, saldo in db.execute("SELECT id, limite, saldo FROM clientes")}
+    rows = db.execute("SELECT id, cliente_id, valor, tipo, descricao FROM transacoes ORDER BY id").fetchall()
+    keys = {k: (cid, req, outcome, saldo) for k, cid, req, outcome, saldo in
+            db.execute("SELECT key, cliente_id, request, outcome, saldo FROM idempotency_keys")}
+    db.execute("COMMIT")
+    db.close()
+
+    # balances and history
+    sums, running, after_row, below = defaultdict(int), defaultdict(int), {}, []
+    for rid, cid, valor, tipo, _ in rows:
+        d = valor if tipo == "c" else -valor
+        sums[cid] += d
+        running[cid] += d
+        after_row[rid] = running[cid]
+        lim = clientes.get(cid, (0, 0))[0]
+        if running[cid] < -lim:
+            below.append((rid, cid, running[cid], lim))
+    bad = []
+    for cid, (lim, saldo) in sorted(clientes.items()):
+        if saldo != sums.get(cid, 0):
+            bad.append("client %d: saldo %d but rows add up to %d" % (cid, saldo, sums.get(cid, 0)))
+        if saldo < -lim:
+            bad.append("client %d: saldo %d below -%d" % (cid, saldo, lim))
+    if {c: l for c, (l, _) in clientes.items()} != LIMITS:
+        bad.append("clients/limits differ from SPEC.md: %s" % clientes)
+    check("balances", not bad, "saldo == credits - debits and saldo >= -limite for all 5 clients"
+          if not bad else "; ".join(bad))
+    check("history", not below, "no prefix of any client's history goes below -limite" if not below
+          else "%d rows leave a balance below -limite, e.g. %s" % (len(below), below[:3]))
+
+    # rows of this run, by descricao
+    by_descr = defaultdict(list)
+    for r in rows:
+        if r[0] > since_id:
+            by_descr[r[4]].append(r)
+    intents = {it.descricao: it for it in workload.intents}
+    unknown = [r for d, rs in by_descr.items() for r in rs if d not in intents]
+    mismatched = [r for d, rs in by_descr.items() if d in intents for r in rs
+                  if (r[1], r[2], r[3]) != (intents[d].client, intents[d].valor, intents[d].tipo)]
+    check("unknown", not unknown and not mismatched,
+          "every row was sent by the test, as sent" if not unknown and not mismatched
+          else "%d rows nobody sent %s; %d rows differ from what was sent %s"
+          % (len(unknown), unknown[:MAX_EXAMPLES], len(mismatched), mismatched[:MAX_EXAMPLES]))
+    twice = [(d, len(rs)) for d, rs in by_descr.items() if len(rs) > 1]
+    check("once", not twice, "no transaction stored twice" if not twice
+          else "%d transactions stored more than once, e.g. %s" % (len(twice), twice[:MAX_EXAMPLES]))
+
+    acked_missing, refused_stored, unresolved = [], [], []
+    wrong_saldo, compared = [], 0
+    key_problems = []
+    n = defaultdict(int)
+    for it in workload.intents:
+        stored = by_descr.get(it.descricao, [])
+        statuses = [a.status for a in it.attempts]
+        kind = "keyed" if it.key else "plain"
+        n[kind] += 1
+        n["attempts"] += len(it.attempts)
+        for a in it.attempts:
+            if a.status == 200:
+                if not stored:
+                    acked_missing.append(it.descricao)
+                elif len(stored) == 1:
+                    compared += 1
+                    if a.saldo != after_row[stored[0][0]]:
+                        wrong_saldo.append((it.descricao, a.saldo, after_row[stored[0][0]]))
+        unclear = [a for a in it.attempts if a.status not in (200, 422) and not (400 <= a.status < 500)]
+        for a in unclear:
+            label = str(a.status) if a.status else (a.error or "error")
+            n["unclear " + label] += 1
+        final = it.final_status
+        if final == 422 or (final and 400 <= final < 500):
+            if stored:
+                refused_stored.append((it.descricao, statuses))
+            n[kind + " refused"] += 1
+        elif final == 200:
+            n[kind + " applied"] += 1
+            if it.final.replayed:
+                n["keyed replays"] += 1
+                if any(a.status != 200 for a in it.attempts[:-1]):
+                    n["keyed: the unclear answer had hidden a commit (found by the retry)"] += 1
+        else:
+            if it.key:
+                unresolved.append((it.descricao, statuses))
+            else:
+                n["plain unclear"] += 1
+                if stored:
+                    n["plain unclear but committed"] += 1
+        if it.key and len(it.attempts) > 1:
+            n["keyed retried"] += 1
+        # keys table
+        if it.key:
+            rec = keys.get(it.key)
+            if rec is None:
+                if stored or final in DEFINITIVE_SET:
+                    key_problems.append((it.key, "no key recorded", statuses, len(stored)))
+            else:
+                cid, _, outcome, saldo = rec
+                if outcome == "applied" and len(stored) != 1:
+                    key_problems.append((it.key, "applied but %d rows" % len(stored)))
+                if outcome != "applied" and stored:
+                    key_problems.append((it.key, "%s but stored" % outcome))
+                if outcome == "applied" and stored and saldo != after_row[stored[0][0]]:
+                    key_problems.append((it.key, "recorded saldo %s != replay %s" % (saldo, after_row[stored[0][0]])))
+    check("acked", not acked_missing, "every 200 is stored" if not acked_missing
+          else "%d transactions answered 200 are missing, e.g. %s" % (len(acked_missing), acked_missing[:MAX_EXAMPLES]))
+    check("refused", not refused_stored, "nothing answered 4xx is stored" if not refused_stored
+          else "%d refused transactions are stored, e.g. %s" % (len(refused_stored), refused_stored[:MAX_EXAMPLES]))
+    check("keyed", not unresolved, "every keyed client got a definitive answer (%d retried)" % n["keyed retried"]
+          if not unresolved else "%d keyed transactions never got a definitive answer, e.g. %s"
+          % (len(unresolved), unresolved[:MAX_EXAMPLES]))
+    check("keys", not key_problems, "idempotency_keys agrees with the rows for all %d keyed transactions" % n["keyed"]
+          if not key_problems else "%d problems, e.g. %s" % (len(key_problems), key_problems[:MAX_EXAMPLES]))
+    check("saldos", not wrong_saldo, "%d returned balances equal the replayed ledger" % compared
+          if not wrong_saldo else "%d differ, e.g. %s" % (len(wrong_saldo), wrong_saldo[:MAX_EXAMPLES]))
+    bad_st = [(s.client, s.total, s.limite) for s in workload.statements
+              if s.status == 200 and (s.total is None or s.limite is None or s.total < -s.limite)]
+    check("statements", not bad_st, "%d statements, none below -limite" % sum(1 for s in workload.statements if s.status == 200)
+          if not bad_st else "%d statements below -limite: %s" % (len(bad_st), bad_st[:MAX_EXAMPLES]))
+
+    n["rows this run"] = sum(len(v) for v in by_descr.values())
+    n["rows total"] = len(rows)
+    n["acked 200 missing (lost)"] = len(acked_missing)
+    n["stored twice"] = len(twice)
+    numbers.update(n)
+    return {"ok": all(c["ok"] for c in checks), "checks": checks, "numbers": dict(numbers),
+            "clientes": {c: {"limite": l, "saldo": s} for c, (l, s) in clientes.items()}}
+
+
+DEFINITIVE_SET = (200, 422)
+
+
+def format_report(res, title="ledger audit"):
+    lines = ["%s: %s" % (title, "CLEAN" if res["ok"] else "FAILED")]
+    for c in res["checks"]:
+        lines.append("  [%s] %-10s %s" % ("ok" if c["ok"] else "FAIL", c["check"], c["message"]))
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""Start, stop and hurt a native stack of this project's own (scripts/stack-up) for the
+fault tests: a fresh state dir under /tmp (the instances' Unix sockets must fit in 108
+bytes), a free port, a cgroup name of its own, and a private copy of the server binary.
+"""
+import os
+import random
+import re
+import shutil
+import signal as _signal
+import subprocess
+import tempfile
+import time
+
+import httpc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = os.path.dirname(HERE)
+REPO = os.path.dirname(SCRIPTS)
+INSTANCE = os.path.join(HERE, "instance")
+
+
+def free_port():
+    for _ in range(200):
+        p = random.randint(20000, 31999)
+        if not httpc.port_open(p):
+            return p
+    raise SystemExit("no free port")
+
+
+class Stack:
+    def __init__(self, out, sync="full", port=None, name="faults", state=None):
+        self.state = state or tempfile.mkdtemp(prefix="crebitos-%s." % name)
+        os.makedirs(os.path.join(self.state, "bin"), exist_ok=True)
+        self.out = out
+        self.sync = sync
+        self.db = os.path.join(self.state, "data", "rinha.db")
+        self.bin = os.path.join(self.state, "bin", "crebitos")
+        self.port = port or free_port()
+        self.cgroup = "crebitos-%s-%d" % (name, os.getpid())
+        self.log_path = os.path.join(out, "stack.log")
+
+    def _run(self, cmd, check=True):
+        with open(self.log_path, "a") as fh:
+            fh.write("$ %s\n" % " ".join(cmd))
+            fh.flush()
+            r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            fh.write(r.stdout)
+        if check and r.returncode != 0:
+            raise RuntimeError("%s failed (exit %d): %s" % (" ".join(cmd[:2]), r.returncode, r.stdout[-1500:]))
+        return r
+
+    def up(self):
+        return self._run([os.path.join(SCRIPTS, "stack-up"), "--no-build", "--bin", self.bin,
+                          "--state-dir", self.state, "--database", self.db, "--port", str(self.port),
+                          "--cgroup", self.cgroup, "--synchronous", self.sync])
+
+    def down(self, check=True):
+        return self._run([os.path.join(SCRIPTS, "stack-down"), "--state-dir", self.state], check=check)
+
+    def instance(self, action, svc, *extra):
+        r = self._run([INSTANCE, self.state, action, svc] + list(extra))
+        return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+
+    def patch_upstreams(self, opts):
+        """Experiment: add parameters (e.g. "max_fails=0" or "fail_timeout=2s") to the two
+        upstream servers of THIS stack's rendered nginx.conf and reload nginx. The
+        repository's nginx.conf is not touched."""
+        conf = os.path.join(self.state, "nginx", "nginx.conf")
+        text = open(conf).read()
+        text = re.sub(r"(server unix:[^;]*api0[12]\.sock)[^;]*;", r"\1 %s;" % opts, text)
+        open(conf, "w").write(text)
+        pid = int(open(os.path.join(self.state, "nginx", "nginx.pid")).read().split()[0])
+        os.kill(pid, 1)  # SIGHUP: nginx re-reads its configuration
+        time.sleep(0.5)
+
+    def signal(self, svcs, sig):
+        """Sends `sig` to the instances straight from here (no helper process in between, so
+        the signal lands while the burst's requests are in flight), each checked against the
+        start time in its pid file; then waits until they are gone (for KILL and TERM)."""
+        victims = []
+        for svc in svcs:
+            pid, st = open(os.path.join(self.state, "pids", svc + ".pid")).read().split()
+            if proc_starttime(int(pid)) != st:
+                raise RuntimeError("%s (pid %s) is not running" % (svc, pid))
+            victims.append((svc, int(pid), st))
+        t0 = time.monotonic()
+        for _, pid, _ in victims:
+            os.kill(pid, sig)
+        out = []
+        for svc, pid, st in victims:
+            if sig in (_signal.SIGKILL, _signal.SIGTERM):
+                while proc_starttime(pid) == st and not is_zombie(pid):
+                    if time.monotonic() - t0 > 20:
+                        raise RuntimeError("%s (pid %d) still runs 20 s after signal %d" % (svc, pid, sig))
+                    time.sleep(0.005)
+            out.append("%s: %s pid %d%s" % (svc, _signal.Signals(sig).name, pid,
+                       ", gone after %d ms" % ((time.monotonic() - t0) * 1000)
+                       if sig in (_signal.SIGKILL, _signal.SIGTERM) else ""))
+        return out
+
+    def wal_bytes(self):
+        try:
+            return os.path.getsize(self.db + "-wal")
+        except OSError:
+            return None
+
+
+def proc_starttime(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def is_zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def copy_binary(src, dst):
+    """Copies the server binary, making sure the copy is whole: the shared .build may be
+    relinked by another build at any moment, and a half-written binary hangs or crashes."""
+    for _ in range(40):
+        try:
+            before = os.stat(src)
+            if time.time() - before.st_mtime > 2:
+                shutil.copy2(src, dst)
+                after = os.stat(src)
+                if (before.st_size, before.st_mtime) == (after.st_size, after.st_mtime) \
+                        and os.path.getsize(dst) == before.st_size \
+                        and subprocess.run([dst, "--help"], capture_output=True, timeout=20).returncode == 0:
+                    return
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        time.sleep(3)
+    raise SystemExit("could not get a stable copy of %s (is a build rewriting it?)" % src)
+
+
+
+
+def build_binary(no_build=False, log=print):
+    """The release binary's path, after `swift build -c release` unless no_build."""
+    if not no_build:
+        log("building: swift build -c release")
+        r = subprocess.run(["swift", "build", "-c", "release"], cwd=REPO, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit("release build failed:\n" + r.stdout[-3000:] + r.stderr[-3000:])
+    path = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=REPO,
+                          capture_output=True, text=True).stdout.strip()
+    return os.path.join(path, "crebitos")
+
+
+def pids(state):
+    """{service: pid} of the stack's running processes, from its pid files."""
+    out = {}
+    for svc in ("nginx", "api01", "api02"):
+        try:
+            pid, st = open(os.path.join(state, "pids", svc + ".pid")).read().split()
+        except (OSError, ValueError):
+            continue
+        if proc_starttime(int(pid)) == st:
+            out[svc] = int(pid)
+    return out
+
+
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
