@@ -151,7 +151,7 @@ cg_report() {
   fi
   awk -v g="$g" -v cpu="$cpu_ns" -v thr="$thr" -v tus="$thr_us" -v mem="$mem" -v peak="$peak" -v lim="$lim" 'BEGIN {
     mb = 1048576
-    printf "%-16s cpu %8.2fs  throttled %6d times (%7.2fs)  memory %6.1fMB  peak %6.1fMB  limit %sMB\n",
+    printf "%-20s cpu %8.2fs  throttled %6d times (%7.2fs)  memory %6.1fMB  peak %6.1fMB  limit %sMB\n",
       g, cpu / 1e9, thr, tus / 1e6, mem / mb, (peak == "?" ? 0 : peak / mb), (lim == "max" ? "none" : sprintf("%.0f", lim / mb))
   }'
 }
