@@ -42,6 +42,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "0: SQLite checkpoints the WAL inside commits; N: a background task does it every N ms. Env: CREBITOS_CHECKPOINT_MS.")
     var checkpointMs: Int = environment("CREBITOS_CHECKPOINT_MS").flatMap { Int($0) } ?? 0
 
+    @Option(help: "NIO event loop threads. Env: CREBITOS_EVENT_LOOPS.")
+    var eventLoops: Int = environment("CREBITOS_EVENT_LOOPS").flatMap { Int($0) } ?? 1
+
     @Option(help: "trace, debug, info, notice, warning, error or critical. Env: CREBITOS_LOG_LEVEL.")
     var logLevel: String = environment("CREBITOS_LOG_LEVEL") ?? "info"
 
@@ -57,10 +60,9 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let settings = ServerSettings(
             databasePath: database, listen: address, durability: durability,
-            instanceName: instance, logLevel: level, checkpointIntervalMilliseconds: max(0, checkpointMs))
-        let app = try buildApplication(settings)
+            instanceName: instance, logLevel: level, checkpointIntervalMilliseconds: max(0, checkpointMs), eventLoops: eventLoops)
         // Stops on SIGTERM and SIGINT: stops accepting, lets in-flight requests finish.
-        try await app.runService()
+        try await runServer(settings)
     }
 }
 

@@ -4,6 +4,7 @@ import CrebitosStore
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -28,9 +29,7 @@ public func buildRouter<L: Ledger>(ledger: L, instanceName: String) -> Router<Ba
 /// The server listens only once this returned, so `/health` answering means the
 /// database is ready.
 public func buildApplication(_ settings: ServerSettings) throws -> some ApplicationProtocol {
-    var logger = Logger(label: "crebitos")
-    logger.logLevel = settings.logLevel
-    logger[metadataKey: "instance"] = "\(settings.instanceName)"
+    let logger = settings.logger
 
     let ledger = try SQLiteLedger.open(settings.storeConfiguration)
     let router = buildRouter(ledger: ledger, instanceName: settings.instanceName)
@@ -57,6 +56,7 @@ public func buildApplication(_ settings: ServerSettings) throws -> some Applicat
             "database": "\(settings.databasePath)",
             "synchronous": "\(settings.durability.rawValue) (PRAGMA synchronous=\(synchronous))",
             "logLevel": "\(settings.logLevel)",
+            "eventLoops": "\(settings.eventLoops)",
             "checkpoint": "\(settings.checkpointIntervalMilliseconds > 0 ? "background every \(settings.checkpointIntervalMilliseconds) ms" : "sqlite automatic")",
         ])
     return Application(
@@ -67,5 +67,24 @@ public func buildApplication(_ settings: ServerSettings) throws -> some Applicat
             // nginx's workers run as another user: let them connect to the socket.
             if case .unixSocket(let path) = listen { chmod(path, 0o666) }
         },
+        eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup(numberOfThreads: settings.eventLoops)),
         logger: logger)
+}
+
+/// Builds the application and serves until SIGTERM or SIGINT, then lets in-flight
+/// requests finish and returns.
+public func runServer(_ settings: ServerSettings) async throws {
+    let app = try buildApplication(settings)
+    try await app.runService()
+    if case .unixSocket(let path) = settings.listen { unlink(path) }
+    settings.logger.info("crebitos stopped")
+}
+
+extension ServerSettings {
+    var logger: Logger {
+        var logger = Logger(label: "crebitos")
+        logger.logLevel = logLevel
+        logger[metadataKey: "instance"] = "\(instanceName)"
+        return logger
+    }
 }
