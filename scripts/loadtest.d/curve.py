@@ -37,6 +37,8 @@ def row(res):
         "p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"),
         "p99_9": lat.get("p99_9"), "max": lat.get("max"),
         "ok_under_250ms_pct": s["ok_under_250ms_pct"],
+        "quiet_seconds": (s.get("quiet") or {}).get("quiet_seconds"),
+        "quiet_p99": ((s.get("quiet") or {}).get("latency_ms") or {}).get("p99"),
         "inconsistencies": s["inconsistencies"],
         "payout_usd": s["payout_usd"],
         "dropped": s["dropped_arrivals"],

@@ -15,28 +15,11 @@ import sys
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from score import percentile, read_records  # noqa: E402
+from score import percentile, read_cpu, read_records  # noqa: E402
 
 RATES = {"d": 220, "c": 110, "e": 10}
 NAMES = {"d": "debits", "c": "credits", "e": "statements", "v": "validations (phases 1-2)"}
 COLORS = {"d": "#d62728", "c": "#2ca02c", "e": "#1f77b4", "v": "#7f7f7f"}
-
-
-def read_cpu(path):
-    """cpu.csv of a run -> [(t_ms, stack_cpu_s or None, k6_cpu_s or None, machine_busy_s, machine_total_s)]."""
-    rows = []
-    try:
-        with open(path) as fh:
-            next(fh)
-            for line in fh:
-                f = line.strip().split(",")
-                if len(f) < 5:
-                    continue
-                num = lambda x: float(x) if x else None
-                rows.append((int(f[0]), num(f[1]), num(f[2]), float(f[3]), float(f[4])))
-    except (OSError, StopIteration, ValueError):
-        pass
-    return rows
 
 
 def render(records, out_png, title="", ramp=None, plateau=None, scale=1.0, subtitle="", cpu=None, quota=None):

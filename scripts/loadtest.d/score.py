@@ -144,6 +144,60 @@ def score(records, dropped=0, plateau_start_s=None):
     return out
 
 
+def read_cpu(path):
+    """The runner's cpu.csv -> [(t_ms, stack_cpu_s|None, k6_cpu_s|None, machine_busy_s, machine_total_s)]."""
+    rows = []
+    try:
+        with open(path) as fh:
+            next(fh)
+            for line in fh:
+                f = line.strip().split(",")
+                if len(f) < 5:
+                    continue
+                num = lambda x: float(x) if x else None
+                rows.append((int(f[0]), num(f[1]), num(f[2]), float(f[3]), float(f[4])))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return rows
+
+
+def others_per_interval(cpu_rows):
+    """[(t_start_ms, t_end_ms, cores used by programs other than the stack and k6)]."""
+    out = []
+    for a, b in zip(cpu_rows, cpu_rows[1:]):
+        dt = (b[0] - a[0]) / 1000.0
+        if dt <= 0 or None in (a[1], b[1], a[2], b[2]):
+            continue
+        out.append((a[0], b[0], ((b[3] - a[3]) - (b[1] - a[1]) - (b[2] - a[2])) / dt))
+    return out
+
+
+def quiet_stats(records, cpu_rows, max_others=0.1):
+    """Latency over the requests sent while other programs used less than `max_others`
+    of a core: the machine is shared, and this is the part of a run it did not disturb."""
+    iv = others_per_interval(cpu_rows)
+    if not iv:
+        return None
+    quiet = [(a, b) for a, b, o in iv if o < max_others]
+    sel = []
+    j = 0
+    qs = sorted(quiet)
+    for r in sorted(records, key=lambda r: r.t0):
+        while j < len(qs) and qs[j][1] <= r.t0:
+            j += 1
+        if j < len(qs) and qs[j][0] <= r.t0 < qs[j][1]:
+            sel.append(r)
+    return {
+        "max_other_cores": max_others,
+        "quiet_seconds": round(sum(b - a for a, b in quiet) / 1000.0, 1),
+        "seconds": round(sum(b - a for a, b, _ in iv) / 1000.0, 1),
+        "requests": len(sel),
+        "ok_under_250ms_pct": round(100.0 * sum(1 for r in sel if r.ok and r.rt < SLA_MS) / len(sel), 4) if sel else None,
+        "latency_ms": latency_stats([r.rt for r in sel]),
+        "others_mean_cores": round(sum(o * (b - a) for a, b, o in iv) / max(1, sum(b - a for a, b, _ in iv)), 3),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("records")
