@@ -164,6 +164,8 @@ def _group_snapshot(dirs):
         d = dirs["v2"]
         st = _stat_kv(os.path.join(d, "cpu.stat"))
         s["cpu_ns"] = st.get("usage_usec", 0) * 1000
+        s["user_s"] = st.get("user_usec", 0) / 1e6
+        s["system_s"] = st.get("system_usec", 0) / 1e6
         s["nr_periods"] = st.get("nr_periods", 0)
         s["nr_throttled"] = st.get("nr_throttled", 0)
         s["throttled_ns"] = st.get("throttled_usec", 0) * 1000
@@ -178,6 +180,9 @@ def _group_snapshot(dirs):
     if "cpuacct" in dirs:
         v = _read(os.path.join(dirs["cpuacct"], "cpuacct.usage"))
         s["cpu_ns"] = int(v) if v and v.isdigit() else 0
+        st = _stat_kv(os.path.join(dirs["cpuacct"], "cpuacct.stat"))  # in USER_HZ ticks
+        s["user_s"] = st.get("user", 0) / CLK_TCK
+        s["system_s"] = st.get("system", 0) / CLK_TCK
     if "cpu" in dirs:
         st = _stat_kv(os.path.join(dirs["cpu"], "cpu.stat"))
         s["nr_periods"] = st.get("nr_periods", 0)
@@ -283,6 +288,8 @@ def cpu_delta(before, after, requests, wall_s):
         peak = a.get("mem_peak")
         return {
             "cpu_s": round((a.get("cpu_ns", 0) - b.get("cpu_ns", 0)) / 1e9, 3),
+            "user_s": round(a.get("user_s", 0) - b.get("user_s", 0), 2),
+            "system_s": round(a.get("system_s", 0) - b.get("system_s", 0), 2),
             "nr_periods": a.get("nr_periods", 0) - b.get("nr_periods", 0),
             "nr_throttled": a.get("nr_throttled", 0) - b.get("nr_throttled", 0),
             "throttled_s": round((a.get("throttled_ns", 0) - b.get("throttled_ns", 0)) / 1e9, 3),
