@@ -139,6 +139,8 @@ def audit(path, workload, since_id=0):
                 n["keyed replays"] += 1
                 if any(a.status != 200 for a in it.attempts[:-1]):
                     n["keyed: the unclear answer had hidden a commit (found by the retry)"] += 1
+                    first = it.attempts[0]
+                    n["committed although the first answer was " + (str(first.status) if first.status else first.error)] += 1
         else:
             if it.key:
                 unresolved.append((it.descricao, statuses))
@@ -146,6 +148,8 @@ def audit(path, workload, since_id=0):
                 n["plain unclear"] += 1
                 if stored:
                     n["plain unclear but committed"] += 1
+                    last = it.final
+                    n["committed although the first answer was " + (str(last.status) if last.status else last.error)] += 1
         if it.key and len(it.attempts) > 1:
             n["keyed retried"] += 1
         # keys table
