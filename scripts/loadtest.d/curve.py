@@ -22,10 +22,15 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
 
-def row(res):
+def row(res, run_dir=None):
     s = res["score"]
+    if not s.get("quiet") and run_dir:
+        import score
+        s["quiet"] = score.quiet_stats(score.read_records(os.path.join(run_dir, "records.log")),
+                                       score.read_cpu(os.path.join(run_dir, "cpu.csv")))
     lat = s["latency_ms"]
     c = res.get("cpu") or {}
     k = res["k6"]
@@ -57,14 +62,15 @@ def row(res):
 
 
 def table(rows):
-    head = ("| x | plateau req/s | p50 ms | p99 ms | p99.9 ms | max ms | OK<250ms | payout USD | "
-            "incons. | stack CPU µs/req | stack CPU % of 1.5 | throttled periods | k6 CPU % of a core | machine busy % | audit |")
+    head = ("| x | plateau req/s | p50 ms | p99 ms | p99.9 ms | max ms | quiet p99 ms (quiet s) | OK<250ms | payout USD | "
+            "incons. | stack CPU µs/req | stack CPU % of 1.5 | throttled periods | k6 CPU % of a core | others' CPU % of a core | audit |")
     sep = "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"
     out = [head, sep]
     for r in rows:
         f = lambda v, fmt="%.2f": "-" if v is None else (fmt % v)
-        out.append("| %g | %s | %s | %s | %s | %s | %s%% | %s | %d | %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %g | %s | %s | %s | %s | %s | %s (%s) | %s%% | %s | %d | %s | %s | %s | %s | %s | %s |" % (
             r["scale"], f(r["rps_plateau"], "%.0f"), f(r["p50"]), f(r["p99"]), f(r["p99_9"]), f(r["max"], "%.1f"),
+            f(r.get("quiet_p99")), f(r.get("quiet_seconds"), "%.0f"),
             f(r["ok_under_250ms_pct"], "%.2f"), "{:,.0f}".format(r["payout_usd"]), r["inconsistencies"],
             f(r["stack_cpu_us_per_request"], "%.0f"), f(r["stack_quota_used_pct"], "%.0f"),
             "-" if r["nr_throttled"] is None else r["nr_throttled"], f(r["k6_cpu_pct"], "%.0f"),
@@ -115,7 +121,7 @@ def collect(out):
     rows = []
     for f in sorted(glob.glob(os.path.join(out, "x*", "result.json"))):
         with open(f) as fh:
-            rows.append(row(json.load(fh)))
+            rows.append(row(json.load(fh), os.path.dirname(f)))
     rows.sort(key=lambda r: r["scale"])
     return rows
 
