@@ -45,6 +45,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "NIO event loop threads. Env: CREBITOS_EVENT_LOOPS.")
     var eventLoops: Int = environment("CREBITOS_EVENT_LOOPS").flatMap { Int($0) } ?? 1
 
+    @Option(help: "After SIGTERM, serve this long with 'Connection: close' before closing. Env: CREBITOS_DRAIN_MS.")
+    var drainMs: Int = environment("CREBITOS_DRAIN_MS").flatMap { Int($0) } ?? 1_000
+
     @Option(help: "trace, debug, info, notice, warning, error or critical. Env: CREBITOS_LOG_LEVEL.")
     var logLevel: String = environment("CREBITOS_LOG_LEVEL") ?? "info"
 
@@ -60,7 +63,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let settings = ServerSettings(
             databasePath: database, listen: address, durability: durability,
-            instanceName: instance, logLevel: level, checkpointIntervalMilliseconds: max(0, checkpointMs), eventLoops: eventLoops)
+            instanceName: instance, logLevel: level, checkpointIntervalMilliseconds: max(0, checkpointMs), eventLoops: eventLoops, drainMilliseconds: drainMs)
         // Stops on SIGTERM and SIGINT: stops accepting, lets in-flight requests finish.
         try await runServer(settings)
     }

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
@@ -16,8 +17,11 @@ import Darwin
 
 /// The router of the whole API on a given ledger: the challenge's endpoints, `/health`,
 /// and the middlewares that give every answer its JSON error shape and `x-instance`.
-public func buildRouter<L: Ledger>(ledger: L, instanceName: String) -> Router<BasicRequestContext> {
+public func buildRouter<L: Ledger>(
+    ledger: L, instanceName: String, drain: ConnectionDrain = ConnectionDrain()
+) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: ConnectionDrainMiddleware(drain: drain))
     router.add(middleware: InstanceHeaderMiddleware(name: instanceName))
     router.add(middleware: ErrorMiddleware())
     LedgerController(ledger: ledger).addRoutes(to: router)
@@ -28,11 +32,13 @@ public func buildRouter<L: Ledger>(ledger: L, instanceName: String) -> Router<Ba
 /// Opens the database (creating it if needed) and builds the server application.
 /// The server listens only once this returned, so `/health` answering means the
 /// database is ready.
-public func buildApplication(_ settings: ServerSettings) throws -> some ApplicationProtocol {
+public func buildApplication(
+    _ settings: ServerSettings, drain: ConnectionDrain = ConnectionDrain()
+) throws -> some ApplicationProtocol {
     let logger = settings.logger
 
     let ledger = try SQLiteLedger.open(settings.storeConfiguration)
-    let router = buildRouter(ledger: ledger, instanceName: settings.instanceName)
+    let router = buildRouter(ledger: ledger, instanceName: settings.instanceName, drain: drain)
 
     let address: BindAddress
     switch settings.listen {
@@ -71,11 +77,24 @@ public func buildApplication(_ settings: ServerSettings) throws -> some Applicat
         logger: logger)
 }
 
-/// Builds the application and serves until SIGTERM or SIGINT, then lets in-flight
-/// requests finish and returns.
+/// Builds the application and serves until SIGTERM or SIGINT. Then, in this order: for
+/// `drainMilliseconds` every answer carries `Connection: close` while the server keeps
+/// accepting (nginx stops reusing its connections to this instance), then the server
+/// stops accepting, lets in-flight requests finish and returns.
 public func runServer(_ settings: ServerSettings) async throws {
-    let app = try buildApplication(settings)
-    try await app.runService()
+    let drain = ConnectionDrain()
+    let app = try buildApplication(settings, drain: drain)
+    // A service group shuts its services down in reverse order: the drain first, and the
+    // server only once the drain period is over.
+    let services = ServiceGroup(
+        configuration: ServiceGroupConfiguration(
+            services: [
+                .init(service: app),
+                .init(service: DrainService(drain: drain, period: .milliseconds(settings.drainMilliseconds), logger: settings.logger)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: settings.logger))
+    try await services.run()
     if case .unixSocket(let path) = settings.listen { unlink(path) }
     settings.logger.info("crebitos stopped")
 }
@@ -86,5 +105,20 @@ extension ServerSettings {
         logger.logLevel = logLevel
         logger[metadataKey: "instance"] = "\(instanceName)"
         return logger
+    }
+}
+
+/// Waits for the graceful shutdown, then drains connections for `period` and returns.
+struct DrainService: Service {
+    let drain: ConnectionDrain
+    let period: Duration
+    let logger: Logger
+
+    func run() async throws {
+        // Returns (or throws CancellationError) when the shutdown begins.
+        try? await gracefulShutdown()
+        drain.start()
+        logger.info("shutting down: closing connections after their next answer", metadata: ["drainFor": "\(period)"])
+        try? await Task.sleep(for: period)
     }
 }

@@ -15,6 +15,9 @@ public struct ServerSettings: Sendable {
     /// NIO event loop threads. One by default: an instance gets 0.6 CPU, and NIO's own
     /// guess reads the cgroup quota in a container (1 loop) but sees every core natively.
     public var eventLoops: Int
+    /// How long, after SIGTERM, the server keeps serving with `Connection: close` on every
+    /// answer before it stops accepting (see ConnectionDrain).
+    public var drainMilliseconds: Int
 
     public init(
         databasePath: String = "data/rinha.db",
@@ -23,7 +26,8 @@ public struct ServerSettings: Sendable {
         instanceName: String = "crebitos",
         logLevel: Logger.Level = .info,
         checkpointIntervalMilliseconds: Int = 0,
-        eventLoops: Int = 1
+        eventLoops: Int = 1,
+        drainMilliseconds: Int = 1_000
     ) {
         self.databasePath = databasePath
         self.listen = listen
@@ -32,6 +36,7 @@ public struct ServerSettings: Sendable {
         self.logLevel = logLevel
         self.checkpointIntervalMilliseconds = checkpointIntervalMilliseconds
         self.eventLoops = max(1, eventLoops)
+        self.drainMilliseconds = max(0, drainMilliseconds)
     }
 
     var storeConfiguration: StoreConfiguration {

@@ -1,6 +1,7 @@
 import CrebitosLedger
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 
 public enum RequestLimits {
     /// Bodies are about 60 bytes; 4 KiB leaves room for extra members a client may send
@@ -43,6 +44,10 @@ public struct LedgerController<L: Ledger>: Sendable {
             body = try await request.body.collect(upTo: RequestLimits.maximumBodySize)
         } catch is NIOTooManyBytesError {
             throw APIError.payloadTooLarge
+        } catch {
+            // The body stream failed: a bad chunk size, an unsupported Transfer-Encoding, a
+            // body cut short before its Content-Length. The client sent broken HTTP.
+            throw APIError(.badRequest, "the request body could not be read: \(Self.describeBodyError(error))")
         }
         let transaction: TransactionRequest
         do {
@@ -133,6 +138,14 @@ public struct LedgerController<L: Ledger>: Sendable {
               let id = Int64(text), id > 0
         else { throw APIError.clientNotFound }
         return id
+    }
+
+    /// A short, safe description of why a body could not be read (no internals).
+    static func describeBodyError(_ error: any Error) -> String {
+        switch error {
+        case let parserError as HTTPParserError: "malformed HTTP (\(parserError))"
+        default: "the connection ended before the whole body arrived"
+        }
     }
 
     /// `application/json`, with or without parameters such as `; charset=utf-8`.

@@ -25,7 +25,10 @@ final class ServerProcess: @unchecked Sendable {
         throw CocoaError(.fileNoSuchFile)
     }
 
-    init(name: String, databasePath: String, listen: String, directory: URL, synchronous: String = "full") throws {
+    init(
+        name: String, databasePath: String, listen: String, directory: URL, synchronous: String = "full",
+        extraArguments: [String] = []
+    ) throws {
         self.name = name
         logURL = directory.appendingPathComponent("\(name).log")
         FileManager.default.createFile(atPath: logURL.path, contents: nil)
@@ -33,7 +36,7 @@ final class ServerProcess: @unchecked Sendable {
         process.executableURL = try Self.locateBinary()
         process.arguments = [
             "--database", databasePath, "--listen", listen, "--instance", name, "--synchronous", synchronous,
-        ]
+        ] + extraArguments
         process.standardOutput = log
         process.standardError = log
         if listen.hasPrefix("unix:") {
@@ -81,6 +84,11 @@ final class ServerProcess: @unchecked Sendable {
 
     var log: String {
         (try? String(contentsOf: logURL, encoding: .utf8)) ?? ""
+    }
+
+    /// Sends SIGTERM and returns at once.
+    func sendTerminate() {
+        process.terminate()
     }
 
     func terminate() {
