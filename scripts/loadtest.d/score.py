@@ -155,7 +155,9 @@ def read_cpu(path):
                 if len(f) < 5:
                     continue
                 num = lambda x: float(x) if x else None
-                rows.append((int(f[0]), num(f[1]), num(f[2]), float(f[3]), float(f[4])))
+                # Interrupt time (6th column, newer runs) is nobody's program: leave it out.
+                irq = float(f[5]) if len(f) > 5 and f[5] else 0.0
+                rows.append((int(f[0]), num(f[1]), num(f[2]), float(f[3]) - irq, float(f[4])))
     except (OSError, StopIteration, ValueError):
         pass
     return rows
