@@ -90,7 +90,7 @@ def draw(rows, path, title):
         a1.plot(xs, [r[key] for r in rows], st, label=lab)
     a1.set_yscale("log")
     a1.axhline(250, color="red", linestyle="--", linewidth=0.8)
-    a1.text(xs[0], 250, " 250 ms SLA", color="red", fontsize=8, va="bottom")
+    a1.text(0.01, 250, "250 ms SLA", color="red", fontsize=8, va="bottom", transform=a1.get_yaxis_transform())
     a1.axhline(1, color="gray", linestyle="--", linewidth=0.8)
     a1.set_ylabel("latency, ms (log)")
     a1.grid(alpha=0.3, which="both")
@@ -114,6 +114,42 @@ def draw(rows, path, title):
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw_compare(sets, path, title):
+    """Several curves (label -> rows) on one picture: p99 and payout, then CPU."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2, a3) = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
+    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
+    for (label, rows), col in zip(sets.items(), colors):
+        xs = [r["scale"] for r in rows]
+        a1.plot(xs, [r["p99"] for r in rows], "o-", color=col, label="%s p99" % label)
+        a1.plot(xs, [r["p50"] for r in rows], "o:", color=col, alpha=0.6, label="%s p50" % label)
+        a2.plot(xs, [r["payout_usd"] / 1000 for r in rows], "s-", color=col, label=label)
+        a3.plot(xs, [r["stack_quota_used_pct"] for r in rows], "o-", color=col, label="%s: stack CPU, %% of its 1.5 CPU" % label)
+        a3.plot(xs, [r["k6_cpu_pct"] for r in rows], "x--", color=col, alpha=0.6, label="%s: k6 CPU, %% of one core" % label)
+    a1.set_yscale("log")
+    a1.axhline(250, color="red", linestyle="--", linewidth=0.8)
+    a1.text(0.01, 250, "250 ms SLA", color="red", fontsize=8, va="bottom", transform=a1.get_yaxis_transform())
+    a1.set_ylabel("latency, ms (log)")
+    a1.legend(fontsize=8, loc="upper left")
+    a1.grid(alpha=0.3, which="both")
+    a2.set_ylabel("payout, thousand USD")
+    a2.set_ylim(0, 105)
+    a2.legend(fontsize=8, loc="lower left")
+    a2.grid(alpha=0.3)
+    a3.set_ylabel("CPU %")
+    a3.set_xlabel("rate multiplier (x1 = 220 debits + 110 credits + 10 statements per second)")
+    a3.legend(fontsize=7, loc="upper left")
+    a3.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -156,7 +192,17 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--stop-below", type=float, default=90000)
     ap.add_argument("--replot", action="store_true")
+    ap.add_argument("--compare", nargs="+", metavar="LABEL=DIR",
+                    help="draw OUT (a .png path) from finished curves, e.g. FULL=runs/c1 NORMAL=runs/c2")
     a = ap.parse_args(argv)
+    if a.compare:
+        sets = {}
+        for item in a.compare:
+            label, _, d = item.partition("=")
+            sets[label] = collect(d)
+        draw_compare(sets, a.out, "crébitos saturation curve (ramp %gs + plateau %gs per point)" % (a.ramp, a.plateau))
+        print(a.out)
+        return
     out = os.path.abspath(a.out or os.path.join(
         REPO, "runs", "curve-%s-%s" % (datetime.datetime.now().strftime("%Y%m%d-%H%M%S"), a.sync)))
     title = "crébitos saturation: ramp %gs + plateau %gs per point, synchronous=%s" % (a.ramp, a.plateau, a.sync)
