@@ -133,6 +133,8 @@ def draw_compare(sets, path, title):
         a2.plot(xs, [r["payout_usd"] / 1000 for r in rows], "s-", color=col, label=label)
         a3.plot(xs, [r["stack_quota_used_pct"] for r in rows], "o-", color=col, label="%s: stack CPU, %% of its 1.5 CPU" % label)
         a3.plot(xs, [r["k6_cpu_pct"] for r in rows], "x--", color=col, alpha=0.6, label="%s: k6 CPU, %% of one core" % label)
+        a3.plot(xs, [r.get("others_cpu_pct") for r in rows], "^:", color=col, alpha=0.5,
+                label="%s: other programs (noise), %% of one core" % label)
     a1.set_yscale("log")
     a1.axhline(250, color="red", linestyle="--", linewidth=0.8)
     a1.text(0.01, 250, "250 ms SLA", color="red", fontsize=8, va="bottom", transform=a1.get_yaxis_transform())
