@@ -67,8 +67,16 @@ public final class SQLiteLedger: Ledger {
     }
 
     public func statement(forClient clientID: Int64) async throws -> AccountStatement? {
+        try readStatement(forClient: clientID)
+    }
+
+    /// Runs on the calling thread, not on GRDB's reader queue: two SELECTs on a WAL
+    /// snapshot take tens of microseconds and never wait for a writer, while the async
+    /// `read` costs two thread hand-offs. Measured: 7.8 → 3.6 context switches and about
+    /// 10% less CPU per statement (docs/ARCHITECTURE.md, "Where an instance's CPU goes").
+    private func readStatement(forClient clientID: Int64) throws -> AccountStatement? {
         // One read transaction = one snapshot: the balance and the entries agree.
-        try await database.read { db in
+        try database.read { db in
             guard let client = try Row.fetchOne(
                 db.cachedStatement(sql: "SELECT limite, saldo FROM clientes WHERE id = ?"),
                 arguments: [clientID])
