@@ -139,7 +139,7 @@ def draw_compare(sets, path, title):
     a1.axhline(250, color="red", linestyle="--", linewidth=0.8)
     a1.text(0.01, 250, "250 ms SLA", color="red", fontsize=8, va="bottom", transform=a1.get_yaxis_transform())
     a1.set_ylabel("latency, ms (log)")
-    a1.legend(fontsize=8, loc="upper left")
+    a1.legend(fontsize=8, loc="lower right")
     a1.grid(alpha=0.3, which="both")
     a2.set_ylabel("payout, thousand USD")
     a2.set_ylim(0, 105)
