@@ -32,6 +32,18 @@ final class TransactionPayloadTests: XCTestCase {
         }
     }
 
+    func testNumbersBeyondADoubleAreStillJSON() {
+        // Valid JSON grammar, whatever a double can hold: an ignored member is ignored, and
+        // in valor it is SPEC.md's "a number too large to store" (422, not 400).
+        XCTAssertNoThrow(try decode(#"{"x": -9.5e39223372036854775808, "valor": 1, "tipo": "c", "descricao": "x"}"#))
+        XCTAssertThrowsError(try decode(#"{"valor": 1e400, "tipo": "c", "descricao": "x"}"#)) {
+            XCTAssertEqual($0 as? TransactionPayload.DecodingError, .invalid(.amountNotAnInteger))
+        }
+        XCTAssertThrowsError(try decode(#"{"valor": \#(String(repeating: "9", count: 400)), "tipo": "c", "descricao": "x"}"#)) {
+            XCTAssertEqual($0 as? TransactionPayload.DecodingError, .invalid(.amountTooLarge))
+        }
+    }
+
     func testTimestampsAreISO8601WithMicroseconds() {
         XCTAssertEqual(Timestamp.iso8601(microseconds: 0), "1970-01-01T00:00:00.000000Z")
         XCTAssertEqual(Timestamp.iso8601(microseconds: 1_705_458_881_217_753), "2024-01-17T02:34:41.217753Z")
