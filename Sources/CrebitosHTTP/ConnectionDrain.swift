@@ -28,15 +28,9 @@ public struct ConnectionDrainMiddleware<Context: RequestContext>: RouterMiddlewa
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard drain.isDraining else { return try await next(request, context) }
-        do {
-            var response = try await next(request, context)
-            response.headers[.connection] = "close"
-            return response
-        } catch let error as any HTTPResponseError {
-            var response = try error.response(from: request, context: context)
-            response.headers[.connection] = "close"
-            return response
-        }
+        // ErrorMiddleware, inside this one, has already turned errors into responses.
+        var response = try await next(request, context)
+        if drain.isDraining { response.headers[.connection] = "close" }
+        return response
     }
 }

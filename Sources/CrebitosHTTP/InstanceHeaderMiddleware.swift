@@ -11,15 +11,10 @@ public struct InstanceHeaderMiddleware<Context: RequestContext>: RouterMiddlewar
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        do {
-            var response = try await next(request, context)
-            response.headers[.instance] = name
-            return response
-        } catch let error as any HTTPResponseError {
-            var response = try error.response(from: request, context: context)
-            response.headers[.instance] = name
-            return response
-        }
+        // ErrorMiddleware, inside this one, has already turned errors into responses.
+        var response = try await next(request, context)
+        response.headers[.instance] = name
+        return response
     }
 }
 

@@ -185,6 +185,7 @@ final class TransactionEndpointTests: XCTestCase {
             let unknown = try await client.execute(uri: "/clientes", method: .get)
             XCTAssertEqual(unknown.status, .notFound)
             XCTAssertNotNil(try unknown.json["error"])
+            XCTAssertEqual(unknown.headers[HTTPField.Name("x-instance")!], "api-test", "errors carry x-instance too")
             let wrongMethod = try await client.execute(uri: "/clientes/1/extrato", method: .delete)
             XCTAssertTrue([.notFound, .methodNotAllowed].contains(wrongMethod.status))
             XCTAssertNotNil(try wrongMethod.json["error"])
