@@ -91,6 +91,11 @@ public struct LedgerController<L: Ledger>: Sendable {
             throw APIError(
                 .unprocessableContent,
                 "Idempotency-Key was already used with a different request", field: "Idempotency-Key")
+        case .idempotencyKeyInFlight:
+            throw APIError(
+                .conflict,
+                "a request with this Idempotency-Key is being processed; retry after it answered",
+                field: "Idempotency-Key")
         }
     }
 
