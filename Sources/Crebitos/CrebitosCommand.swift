@@ -48,6 +48,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "After SIGTERM, serve this long with 'Connection: close' before closing. Env: CREBITOS_DRAIN_MS.")
     var drainMs: Int = environment("CREBITOS_DRAIN_MS").flatMap { Int($0) } ?? 1_000
 
+    @Option(help: "A write that waited this long for its turn is answered 503 without being written. Env: CREBITOS_WRITE_DEADLINE_MS.")
+    var writeDeadlineMs: Int = environment("CREBITOS_WRITE_DEADLINE_MS").flatMap { Int($0) } ?? 2_000
+
     @Option(help: "trace, debug, info, notice, warning, error or critical. Env: CREBITOS_LOG_LEVEL.")
     var logLevel: String = environment("CREBITOS_LOG_LEVEL") ?? "info"
 
@@ -61,9 +64,10 @@ struct ServeCommand: AsyncParsableCommand {
         guard let level = Logger.Level(rawValue: logLevel.lowercased()) else {
             throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue)), got '\(logLevel)'")
         }
-        let settings = ServerSettings(
+        var settings = ServerSettings(
             databasePath: database, listen: address, durability: durability,
             instanceName: instance, logLevel: level, checkpointIntervalMilliseconds: max(0, checkpointMs), eventLoops: eventLoops, drainMilliseconds: drainMs)
+        settings.writeDeadlineMilliseconds = writeDeadlineMs
         // Stops on SIGTERM and SIGINT: stops accepting, lets in-flight requests finish.
         try await runServer(settings)
     }

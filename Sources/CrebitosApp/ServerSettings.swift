@@ -18,6 +18,9 @@ public struct ServerSettings: Sendable {
     /// How long, after SIGTERM, the server keeps serving with `Connection: close` on every
     /// answer before it stops accepting (see ConnectionDrain).
     public var drainMilliseconds: Int
+    /// How long a write may wait for its turn before it is answered 503 without being
+    /// written (StoreConfiguration.writeDeadline).
+    public var writeDeadlineMilliseconds: Int = 2_000
 
     public init(
         databasePath: String = "data/rinha.db",
@@ -44,7 +47,8 @@ public struct ServerSettings: Sendable {
             path: databasePath,
             durability: durability,
             checkpoint: checkpointIntervalMilliseconds > 0
-                ? .background(interval: .milliseconds(checkpointIntervalMilliseconds)) : .sqliteAutomatic)
+                ? .background(interval: .milliseconds(checkpointIntervalMilliseconds)) : .sqliteAutomatic,
+            writeDeadline: .milliseconds(max(1, writeDeadlineMilliseconds)))
     }
 }
 
