@@ -73,8 +73,13 @@ public final class HTTPServer<L: Ledger>: Service, Sendable {
             // nginx's workers run as another user: let them connect to the socket.
             chmod(path, 0o666)
         }
-        listening.succeed(listener.localAddress!)
-        logger.info("listening", metadata: ["address": "\(configuration.address)"])
+        let bound = listener.localAddress!
+        listening.succeed(bound)
+        // The address as bound (the real port when 0 was asked for): tests read it here.
+        switch configuration.address {
+        case .tcp: logger.info("listening on \(bound.ipAddress ?? "?"):\(bound.port ?? 0)")
+        case .unixSocket(let path): logger.info("listening on unix:\(path)")
+        }
 
         // Returns when the graceful shutdown begins (or the task is cancelled).
         try? await gracefulShutdown()
