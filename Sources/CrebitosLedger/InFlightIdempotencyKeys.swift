@@ -19,19 +19,23 @@ public final class InFlightIdempotencyKeys: Sendable {
     public init() {}
 
     /// Runs `write` unless a request with this client and key is already running, in
-    /// which case it answers ``TransactionOutcome/idempotencyKeyInFlight`` without
-    /// running it. Without a key, just runs `write`.
+    /// which case `completion` gets ``TransactionOutcome/idempotencyKeyInFlight`` at once
+    /// and `write` is not run. The key is released when `write` calls its completion,
+    /// before `completion` is called. Without a key, just runs `write`.
     public func whileClaimed(
         _ key: IdempotencyKey?, forClient clientID: Int64,
-        _ write: () async throws -> TransactionReceipt
-    ) async throws -> TransactionReceipt {
-        guard let key else { return try await write() }
+        completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void,
+        _ write: (_ completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void) -> Void
+    ) {
+        guard let key else { return write(completion) }
         let entry = Entry(clientID: clientID, key: key.value)
         guard entries.withLock({ $0.insert(entry).inserted }) else {
-            return TransactionReceipt(outcome: .idempotencyKeyInFlight)
+            return completion(.success(TransactionReceipt(outcome: .idempotencyKeyInFlight)))
         }
-        defer { _ = entries.withLock { $0.remove(entry) } }
-        return try await write()
+        write { result in
+            _ = self.entries.withLock { $0.remove(entry) }
+            completion(result)
+        }
     }
 
     /// How many keys are claimed now (for tests and metrics).

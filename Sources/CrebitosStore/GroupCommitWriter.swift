@@ -37,10 +37,10 @@ final class GroupCommitWriter: Sendable {
         let write: PendingWrite
         /// Nanoseconds of ``MonotonicClock``.
         let deadline: UInt64
-        let continuation: CheckedContinuation<TransactionReceipt, any Error>
+        let completion: @Sendable (Result<TransactionReceipt, any Error>) -> Void
 
         func answer(_ result: Result<TransactionReceipt, LedgerUnavailable>) {
-            continuation.resume(with: result.mapError { $0 as any Error })
+            completion(result.mapError { $0 as any Error })
         }
     }
 
@@ -70,23 +70,23 @@ final class GroupCommitWriter: Sendable {
         timestamps = CommitTimestamps(wallClock: configuration.wallClock)
     }
 
-    func submit(_ write: PendingWrite) async throws -> TransactionReceipt {
+    /// Queues a write; `completion` is called once, on the writer's thread once it committed
+    /// or was refused (or at once, on the caller's thread, when the queue refuses it).
+    func submit(_ write: PendingWrite, completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void) {
         let deadline = MonotonicClock.nowNanoseconds() + writeDeadline
-        return try await withCheckedThrowingContinuation { continuation in
-            let admitted = queue.withLock { queue -> Result<Bool, LedgerUnavailable> in
-                if queue.isClosing { return .failure(.notWritten(.shuttingDown)) }
-                if queue.waiting.count >= maximumQueuedWrites { return .failure(.notWritten(.queueFull)) }
-                queue.waiting.append(Waiter(write: write, deadline: deadline, continuation: continuation))
-                if queue.isDraining { return .success(false) }
-                queue.isDraining = true
-                return .success(true)
-            }
-            switch admitted {
-            case .failure(let refusal):
-                continuation.resume(throwing: refusal)
-            case .success(let startDrain):
-                if startDrain { thread.async { self.drain() } }
-            }
+        let admitted = queue.withLock { queue -> Result<Bool, LedgerUnavailable> in
+            if queue.isClosing { return .failure(.notWritten(.shuttingDown)) }
+            if queue.waiting.count >= maximumQueuedWrites { return .failure(.notWritten(.queueFull)) }
+            queue.waiting.append(Waiter(write: write, deadline: deadline, completion: completion))
+            if queue.isDraining { return .success(false) }
+            queue.isDraining = true
+            return .success(true)
+        }
+        switch admitted {
+        case .failure(let refusal):
+            completion(.failure(refusal))
+        case .success(let startDrain):
+            if startDrain { thread.async { self.drain() } }
         }
     }
 
