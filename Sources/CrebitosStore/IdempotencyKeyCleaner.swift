@@ -1,3 +1,4 @@
+import Dispatch
 import GRDB
 import Logging
 import ServiceLifecycle
@@ -40,7 +41,11 @@ public struct IdempotencyKeyCleaner: Service {
                 break  // cancelled: the process is stopping
             }
             do {
-                let deleted = try deleteExpired()
+                // On a thread of its own: waiting for the lock must not hold one of the
+                // few threads Swift concurrency runs tasks on.
+                let deleted = try await withCheckedThrowingContinuation { continuation in
+                    DispatchQueue.global().async { continuation.resume(with: Result { try deleteExpired() }) }
+                }
                 if deleted > 0 { logger.debug("expired idempotency records deleted", metadata: ["count": "\(deleted)"]) }
             } catch {
                 logger.warning("idempotency record cleanup failed", metadata: ["error": "\(error)"])
