@@ -244,7 +244,10 @@ final class SQLiteLedgerTests: XCTestCase {
         XCTAssertEqual(differentRequest.outcome, .applied(Balance(limit: 1_000_000, balance: 5)))
         let replay = try await ledger.apply(transaction(700, .debit, "once"), toClient: 2, idempotencyKey: key)
         XCTAssertEqual(replay, TransactionReceipt(outcome: second.outcome, isReplay: true))
-        XCTAssertEqual(try ledger.audit().map(\.transactionCount), [1, 1, 1, 0, 0])
+        // Through the Ledger protocol only, so the test holds for any engine.
+        var counts: [Int] = []
+        for client: Int64 in 1...4 { counts.append(try await XCTUnwrapAsync(await ledger.statement(forClient: client)).entries.count) }
+        XCTAssertEqual(counts, [1, 1, 1, 0])
     }
 
     func testARequestForAnUnknownClientRecordsNoKey() async throws {
