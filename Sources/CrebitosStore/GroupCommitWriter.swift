@@ -60,6 +60,7 @@ final class GroupCommitWriter: Sendable {
     private let maximumQueuedWrites: Int
     private let writeDeadline: UInt64
     private let timestamps: CommitTimestamps
+    private let metrics: StoreMetrics?
     private let queue = Mutex(Queue())
     private let thread = DispatchQueue(label: "crebitos.group-commit")
 
@@ -70,6 +71,7 @@ final class GroupCommitWriter: Sendable {
         maximumQueuedWrites = max(1, configuration.maximumQueuedWrites)
         writeDeadline = MonotonicClock.nanoseconds(configuration.writeDeadline)
         timestamps = CommitTimestamps(wallClock: configuration.wallClock)
+        metrics = StoreMetrics(factory: configuration.metricsFactory)
     }
 
     /// Queues a write; `completion` is called once, on the writer's thread once it committed
@@ -101,6 +103,7 @@ final class GroupCommitWriter: Sendable {
     /// Returns whether the queue is empty again (nothing left for the writer thread).
     private func commitOnCallersThread() -> Bool {
         guard (try? lock.acquire(until: MonotonicClock.nowNanoseconds())) == true else { return false }
+        metrics?.lockWait.recordNanoseconds(0)
         let batch = takeBatch()
         let results = commit(batch)
         lock.release()
@@ -139,8 +142,10 @@ final class GroupCommitWriter: Sendable {
             }
             guard let oldestDeadline else { return }
             let locked: Bool
+            let waitStarted = MonotonicClock.nowNanoseconds()
             do {
                 locked = try lock.acquire(until: oldestDeadline)
+                metrics?.lockWait.recordNanoseconds(Int64(MonotonicClock.nowNanoseconds() - waitStarted))
             } catch {
                 // The lock file itself is unusable (EIO, EMFILE ...): nothing can be written.
                 for waiter in takeBatch() { waiter.answer(.failure(.notWritten(.transactionFailed))) }
@@ -160,12 +165,18 @@ final class GroupCommitWriter: Sendable {
     }
 
     private func takeBatch() -> [Waiter] {
-        queue.withLock { queue in
-            let count = min(queue.waiting.count, maximumBatchSize)
+        let (batch, waiting) = queue.withLock { queue in
+            let waiting = queue.waiting.count
+            let count = min(waiting, maximumBatchSize)
             let batch = Array(queue.waiting.prefix(count))
             queue.waiting.removeFirst(count)
-            return batch
+            return (batch, waiting)
         }
+        if let metrics {
+            metrics.queueDepth.record(waiting)
+            metrics.batchSize.record(batch.count)
+        }
+        return batch
     }
 
     private func refuseExpiredWrites() {

@@ -186,3 +186,12 @@ extension SQLiteLedger {
         try database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
     }
 }
+
+extension SQLiteLedger {
+    /// The size of the WAL file in bytes (0 when there is none): how much the next
+    /// checkpoint has to copy, and whether `journal_size_limit` keeps it bounded.
+    public func walFileSize() -> Int {
+        var status = stat()
+        return stat(configuration.path + "-wal", &status) == 0 ? Int(status.st_size) : 0
+    }
+}

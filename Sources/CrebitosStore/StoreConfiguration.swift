@@ -1,3 +1,5 @@
+import CoreMetrics
+
 /// How to open the ledger's SQLite file.
 public struct StoreConfiguration: Sendable {
     /// The database file. Its directory must exist; the file is created if missing.
@@ -40,6 +42,9 @@ public struct StoreConfiguration: Sendable {
     /// The wall clock `realizada_em` comes from (microseconds since the epoch); tests
     /// replace it to step time backwards.
     var wallClock: @Sendable () -> Int64 = WallClock.nowMicroseconds
+    /// Where the write path's metrics go (batch size, lock wait, queue depth); nil
+    /// records nothing.
+    public var metricsFactory: (any MetricsFactory)?
 
     public init(
         path: String,
