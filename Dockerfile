@@ -11,11 +11,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libsqlite3-dev \
  && rm -rf /var/lib/apt/lists/*
 # Manifest first so that dependency resolution is cached while only sources change.
-# (Package.resolved is optional: the glob copies it when the checkout has one.)
-COPY Package.swift Package.resolve[d] ./
+# Package.resolved is committed: the image resolves exactly the versions the repository pins.
+COPY Package.swift Package.resolved ./
 COPY Sources ./Sources
 COPY Tests ./Tests
-RUN swift package resolve
+RUN swift package resolve --force-resolved-versions
 # --static-swift-stdlib links the Swift runtime and Foundation into the binary, which keeps the
 # runtime image down to glibc, libstdc++ and libsqlite3.
 RUN swift build -c release --product crebitos --static-swift-stdlib \
