@@ -36,13 +36,13 @@ COPY --from=build /out/crebitos /app/crebitos
 COPY scripts/audit /app/scripts/audit
 COPY scripts/lib/common.sh /app/scripts/lib/common.sh
 # Fail the image build, not the first start, if a runtime library is missing.
-RUN mkdir -p /app/data \
+RUN mkdir -p /app/data /run/crebitos \
  && if ldd /app/crebitos | grep 'not found'; then exit 1; fi
 # The same variables the native stack (scripts/stack-up) sets; docker-compose.yml sets the
 # per-instance ones (CREBITOS_INSTANCE, CREBITOS_LISTEN).
 ENV CREBITOS_DATABASE=/app/data/rinha.db \
     CREBITOS_SYNCHRONOUS=full \
     CREBITOS_LOG_LEVEL=info
-VOLUME /app/data
+VOLUME /app/data /run/crebitos
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/app/crebitos"]

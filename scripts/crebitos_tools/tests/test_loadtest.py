@@ -3,19 +3,15 @@
 Stdlib only, no k6 and no server: records are written as the k6 script writes them and
 the database is built by hand with the server's schema. Run:
 
-    python3 -m unittest discover -s scripts/loadtest.d/tests -v
+    python3 -m unittest discover -s scripts/crebitos_tools/tests -t scripts -v
 """
 import os
 import sqlite3
-import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import audit  # noqa: E402
-import score  # noqa: E402
-
-LIMITS = {1: 100000, 2: 80000, 3: 1000000, 4: 10000000, 5: 500000}
+from crebitos_tools import loadtest_audit as audit, score
+from crebitos_tools.clients import LIMITS
 
 
 def line(phase="d", t0=1000, rt=1.0, status=200, ok=1, inc=0, cliente=1, tipo="d", valor=10,

@@ -15,7 +15,7 @@ before the store.
 """
 import json
 
-import httpc
+from . import httpc
 
 J = {"Content-Type": "application/json"}
 BIG_DEBIT = 9007199254740991  # the largest valid valor: as a debit, over every client's limit

@@ -12,8 +12,7 @@ import os
 import sys
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import score  # noqa: E402
+from . import score
 
 
 def load(d):

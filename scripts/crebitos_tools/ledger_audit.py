@@ -18,6 +18,9 @@ exactly. The checks, each of which can fail:
   saldos        the balance each 200 returned (first answers and replays alike) is the
                 balance right after its row in the replay
   statements    no statement showed saldo.total < -limite
+  late          (with no_late=True: runs without crashes, e.g. a frozen instance) no request
+                answered 5xx or left without an answer was stored: a 5xx then means "not
+                written", as a client that cannot retry must be able to rely on
 
 And the numbers: how many answers did not tell the client what happened (502, 504, no
 answer), and of those how many had in fact committed.
@@ -25,7 +28,7 @@ answer), and of those how many had in fact committed.
 import sqlite3
 from collections import defaultdict
 
-from workload import LIMITS
+from .clients import LIMITS
 
 MAX_EXAMPLES = 5
 
@@ -47,7 +50,24 @@ def integrity(path):
         db.close()
 
 
-def audit(path, workload, since_id=0):
+def is_unclear(attempt):
+    return not attempt.status or attempt.status >= 500
+
+
+def late_commits(intent, stored):
+    """The attempts of `intent` answered 5xx or not at all that nonetheless committed: a plain
+    client's only attempt when its row is there, or a keyed client's unclear attempt that a
+    later replay (Idempotent-Replayed: true) shows to have committed."""
+    unclear = [a for a in intent.attempts if is_unclear(a)]
+    if not unclear or not stored:
+        return []
+    final = intent.final
+    if intent.key and final.status == 200 and not final.replayed:
+        return []  # the unclear attempts wrote nothing; the last one applied it
+    return unclear
+
+
+def audit(path, workload, since_id=0, no_late=False):
     checks = []
     numbers = {}
 
@@ -109,9 +129,12 @@ def audit(path, workload, since_id=0):
     acked_missing, refused_stored, unresolved = [], [], []
     wrong_saldo, compared = [], 0
     key_problems = []
+    late = []
     n = defaultdict(int)
     for it in workload.intents:
         stored = by_descr.get(it.descricao, [])
+        for a in late_commits(it, stored):
+            late.append((it.descricao, a.status or a.error, a.instance))
         statuses = [a.status for a in it.attempts]
         kind = "keyed" if it.key else "plain"
         n[kind] += 1
@@ -182,6 +205,12 @@ def audit(path, workload, since_id=0):
     check("statements", not bad_st, "%d statements, none below -limite" % sum(1 for s in workload.statements if s.status == 200)
           if not bad_st else "%d statements below -limite: %s" % (len(bad_st), bad_st[:MAX_EXAMPLES]))
 
+    if no_late:
+        check("late", not late, "no request answered 5xx or left unanswered was stored (%d such answers)"
+              % sum(n[k] for k in n if k.startswith("unclear ")) if not late
+              else "%d requests answered 5xx or not at all were stored (late commits), e.g. %s"
+              % (len(late), late[:MAX_EXAMPLES]))
+    n["late commits (5xx or no answer, stored)"] = len(late)
     n["rows this run"] = sum(len(v) for v in by_descr.values())
     n["rows total"] = len(rows)
     n["acked 200 missing (lost)"] = len(acked_missing)

@@ -28,10 +28,9 @@ import sqlite3
 import sys
 from collections import Counter, defaultdict
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from score import read_records  # noqa: E402
+from .score import read_records
 
-LIMITS = {1: 100000, 2: 80000, 3: 1000000, 4: 10000000, 5: 500000}
+from .clients import LIMITS
 MAX_EXAMPLES = 10
 
 
