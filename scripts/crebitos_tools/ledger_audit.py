@@ -133,8 +133,9 @@ def audit(path, workload, since_id=0, no_late=False):
     n = defaultdict(int)
     for it in workload.intents:
         stored = by_descr.get(it.descricao, [])
-        for a in late_commits(it, stored):
-            late.append((it.descricao, a.status or a.error, a.instance))
+        hidden = late_commits(it, stored)
+        if hidden:
+            late.append((it.descricao, [a.status or a.error for a in it.attempts]))
         statuses = [a.status for a in it.attempts]
         kind = "keyed" if it.key else "plain"
         n[kind] += 1
@@ -208,7 +209,7 @@ def audit(path, workload, since_id=0, no_late=False):
     if no_late:
         check("late", not late, "no request answered 5xx or left unanswered was stored (%d such answers)"
               % sum(n[k] for k in n if k.startswith("unclear ")) if not late
-              else "%d requests answered 5xx or not at all were stored (late commits), e.g. %s"
+              else "%d transactions answered 5xx or not at all were stored (late commits), e.g. %s"
               % (len(late), late[:MAX_EXAMPLES]))
     n["late commits (5xx or no answer, stored)"] = len(late)
     n["rows this run"] = sum(len(v) for v in by_descr.values())
