@@ -27,14 +27,15 @@ RUN swift build -c release --product crebitos --static-swift-stdlib \
 FROM debian:bookworm-slim
 # libsqlite3-0: the database engine (linked dynamically by GRDB).
 # curl: the compose health check reaches the instance's /health over its Unix socket.
-# sqlite3: scripts/audit inspects the live database (docker compose exec api01 scripts/audit).
+# python3: scripts/audit inspects the live database (docker compose exec api01 scripts/audit);
+# sqlite3: the CLI, for backups (VACUUM INTO) and a look by hand.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libsqlite3-0 sqlite3 curl \
+ && apt-get install -y --no-install-recommends libsqlite3-0 sqlite3 curl python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /out/crebitos /app/crebitos
 COPY scripts/audit /app/scripts/audit
-COPY scripts/lib/common.sh /app/scripts/lib/common.sh
+COPY scripts/crebitos_tools/__init__.py scripts/crebitos_tools/clients.py scripts/crebitos_tools/ledger.py /app/scripts/crebitos_tools/
 # Fail the image build, not the first start, if a runtime library is missing.
 RUN mkdir -p /app/data /run/crebitos \
  && if ldd /app/crebitos | grep 'not found'; then exit 1; fi

@@ -4,8 +4,7 @@ Each transaction the workload sent has a unique `descricao`, so its row (if any)
 exactly. The checks, each of which can fail:
 
   integrity     PRAGMA integrity_check answers "ok"
-  balances      for every client: saldo == credits - debits over its rows, saldo >= -limite
-  history       replaying each client's rows in commit order never goes below -limite
+  clients, rows, balances, history    the invariants of ledger.py
   unknown       every row of the run was sent by the test, with the same client, tipo, valor
   once          no transaction is stored more than once
   acked         every transaction answered 200 is stored (exactly once)
@@ -25,29 +24,10 @@ exactly. The checks, each of which can fail:
 And the numbers: how many answers did not tell the client what happened (502, 504, no
 answer), and of those how many had in fact committed.
 """
-import sqlite3
 from collections import defaultdict
 
-from .clients import LIMITS
-
-MAX_EXAMPLES = 5
-
-
-def open_readonly(path):
-    return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
-
-
-def max_id(path):
-    with open_readonly(path) as db:
-        return db.execute("SELECT coalesce(max(id), 0) FROM transacoes").fetchone()[0]
-
-
-def integrity(path):
-    db = open_readonly(path)
-    try:
-        return "; ".join(r[0] for r in db.execute("PRAGMA integrity_check"))
-    finally:
-        db.close()
+from . import ledger
+from .ledger import MAX_EXAMPLES, Snapshot, integrity  # noqa: F401 (integrity: for the tests)
 
 
 def is_unclear(attempt):
@@ -76,38 +56,9 @@ def audit(path, workload, since_id=0, no_late=False):
 
     integ = integrity(path)
     check("integrity", integ == "ok", "PRAGMA integrity_check: %s" % integ[:300])
-
-    db = open_readonly(path)
-    db.execute("BEGIN")  # one snapshot for everything below
-    clientes = {cid: (lim, saldo) for cid, lim, saldo in db.execute("SELECT id, limite, saldo FROM clientes")}
-    rows = db.execute("SELECT id, cliente_id, valor, tipo, descricao FROM transacoes ORDER BY id").fetchall()
-    keys = {k: (cid, req, outcome, saldo) for k, cid, req, outcome, saldo in
-            db.execute("SELECT key, cliente_id, request, outcome, saldo FROM idempotency_keys")}
-    db.execute("COMMIT")
-    db.close()
-
-    # balances and history
-    sums, running, after_row, below = defaultdict(int), defaultdict(int), {}, []
-    for rid, cid, valor, tipo, _ in rows:
-        d = valor if tipo == "c" else -valor
-        sums[cid] += d
-        running[cid] += d
-        after_row[rid] = running[cid]
-        lim = clientes.get(cid, (0, 0))[0]
-        if running[cid] < -lim:
-            below.append((rid, cid, running[cid], lim))
-    bad = []
-    for cid, (lim, saldo) in sorted(clientes.items()):
-        if saldo != sums.get(cid, 0):
-            bad.append("client %d: saldo %d but rows add up to %d" % (cid, saldo, sums.get(cid, 0)))
-        if saldo < -lim:
-            bad.append("client %d: saldo %d below -%d" % (cid, saldo, lim))
-    if {c: l for c, (l, _) in clientes.items()} != LIMITS:
-        bad.append("clients/limits differ from SPEC.md: %s" % clientes)
-    check("balances", not bad, "saldo == credits - debits and saldo >= -limite for all 5 clients"
-          if not bad else "; ".join(bad))
-    check("history", not below, "no prefix of any client's history goes below -limite" if not below
-          else "%d rows leave a balance below -limite, e.g. %s" % (len(below), below[:3]))
+    snap = Snapshot(path)
+    checks += snap.invariants()
+    clientes, rows, keys, after_row = snap.clientes, snap.rows, snap.keys, snap.after_row
 
     # rows of this run, by descricao
     by_descr = defaultdict(list)
@@ -183,7 +134,7 @@ def audit(path, workload, since_id=0, no_late=False):
                 if stored or final in DEFINITIVE_SET:
                     key_problems.append((it.key, "no key recorded", statuses, len(stored)))
             else:
-                cid, _, outcome, saldo = rec
+                _, _, outcome, saldo = rec
                 if outcome == "applied" and len(stored) != 1:
                     key_problems.append((it.key, "applied but %d rows" % len(stored)))
                 if outcome != "applied" and stored:
@@ -225,7 +176,4 @@ DEFINITIVE_SET = (200, 422)
 
 
 def format_report(res, title="ledger audit"):
-    lines = ["%s: %s" % (title, "CLEAN" if res["ok"] else "FAILED")]
-    for c in res["checks"]:
-        lines.append("  [%s] %-10s %s" % ("ok" if c["ok"] else "FAIL", c["check"], c["message"]))
-    return "\n".join(lines)
+    return ledger.format_report(res["checks"], title)
