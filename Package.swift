@@ -14,12 +14,12 @@ let package = Package(
         .executable(name: "crebitos", targets: ["Crebitos"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
-        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
@@ -42,20 +42,22 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
-        // The HTTP layer: routes, request decoding, JSON responses, error mapping.
-        // The only layer that knows status codes.
+        // The HTTP layer: a SwiftNIO HTTP/1.1 server, routes, request decoding, JSON
+        // responses, error mapping. The only layer that knows status codes.
         .target(
             name: "CrebitosHTTP",
             dependencies: [
                 "CrebitosLedger",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: releaseSettings
         ),
-        // Wiring: settings, opening the store, building the Hummingbird application.
+        // Wiring: settings, opening the store, metrics, building the application.
         // A library so that tests build exactly the application the server runs.
         .target(
             name: "CrebitosApp",
@@ -63,8 +65,9 @@ let package = Package(
                 "CrebitosLedger",
                 "CrebitosStore",
                 "CrebitosHTTP",
-                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -100,8 +103,9 @@ let package = Package(
                 "CrebitosHTTP",
                 "CrebitosLedger",
                 "CrebitosStore",
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         // Starts real server processes (the built `crebitos` binary) on one file.

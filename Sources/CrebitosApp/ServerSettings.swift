@@ -1,7 +1,11 @@
+import CrebitosHTTP
 import CrebitosStore
 import Logging
+import NIOCore
 
-/// Everything one server process needs to know, from flags or environment variables.
+/// Everything one server process needs to know. Built once, at the edge, by
+/// ``resolve(flags:environment:)``: a value that does not parse stops the process at
+/// start with a message naming the flag or variable, never a silent default.
 public struct ServerSettings: Sendable {
     public var databasePath: String
     public var listen: ListenAddress
@@ -9,71 +13,160 @@ public struct ServerSettings: Sendable {
     /// Shown in the `x-instance` header and in logs (api01, api02).
     public var instanceName: String
     public var logLevel: Logger.Level
-    /// 0: SQLite checkpoints the WAL inside commits (its default). N > 0: a background
-    /// service checkpoints every N ms instead (see WALCheckpointer).
-    public var checkpointIntervalMilliseconds: Int
+    /// nil: SQLite checkpoints the WAL inside commits (its default); otherwise a
+    /// background service checkpoints at this interval (see WALCheckpointer).
+    public var checkpointInterval: Duration?
     /// NIO event loop threads. One by default: an instance gets 0.6 CPU, and NIO's own
     /// guess reads the cgroup quota in a container (1 loop) but sees every core natively.
     public var eventLoops: Int
     /// How long, after SIGTERM, the server keeps serving with `Connection: close` on every
     /// answer before it stops accepting (see ConnectionDrain).
-    public var drainMilliseconds: Int
+    public var drainPeriod: Duration
+    /// How long a connection may take to send a request's body, and may stay idle.
+    public var timeouts: ConnectionTimeouts
+    /// Whether `GET /metrics` serves Prometheus metrics (and requests are counted).
+    public var metricsEnabled: Bool
 
     public init(
-        databasePath: String = "data/rinha.db",
+        databasePath: String = Setting.database.defaultValue,
         listen: ListenAddress = .tcp(host: "127.0.0.1", port: 8080),
         durability: Durability = .full,
-        instanceName: String = "crebitos",
+        instanceName: String = Setting.instance.defaultValue,
         logLevel: Logger.Level = .info,
-        checkpointIntervalMilliseconds: Int = 0,
+        checkpointInterval: Duration? = nil,
         eventLoops: Int = 1,
-        drainMilliseconds: Int = 1_000
+        drainPeriod: Duration = .seconds(1),
+        timeouts: ConnectionTimeouts = ConnectionTimeouts(),
+        metricsEnabled: Bool = true
     ) {
         self.databasePath = databasePath
         self.listen = listen
         self.durability = durability
         self.instanceName = instanceName
         self.logLevel = logLevel
-        self.checkpointIntervalMilliseconds = checkpointIntervalMilliseconds
-        self.eventLoops = max(1, eventLoops)
-        self.drainMilliseconds = max(0, drainMilliseconds)
+        self.checkpointInterval = checkpointInterval
+        self.eventLoops = eventLoops
+        self.drainPeriod = drainPeriod
+        self.timeouts = timeouts
+        self.metricsEnabled = metricsEnabled
     }
 
     var storeConfiguration: StoreConfiguration {
         StoreConfiguration(
             path: databasePath,
             durability: durability,
-            checkpoint: checkpointIntervalMilliseconds > 0
-                ? .background(interval: .milliseconds(checkpointIntervalMilliseconds)) : .sqliteAutomatic)
+            checkpoint: checkpointInterval.map { .background(interval: $0) } ?? .sqliteAutomatic)
+    }
+
+    /// The longest the graceful shutdown may take before the remaining work is cancelled:
+    /// the drain, then the requests in flight (bounded by the store's write deadline).
+    var shutdownTimeout: Duration { drainPeriod + .seconds(5) }
+}
+
+/// One setting: its flag, its environment variable, its default and what it means. The
+/// command's `--help` and the resolver read the same table, so the help shows the real
+/// defaults.
+public enum Setting: String, CaseIterable, Sendable {
+    case database, listen, synchronous, instance, logLevel, eventLoops, checkpointMs, drainMs
+    case requestTimeoutMs, idleTimeoutMs, metrics
+
+    /// `--log-level` for `logLevel`.
+    public var flag: String {
+        "--" + rawValue.reduce(into: "") { text, character in
+            if character.isUppercase { text += "-" + character.lowercased() } else { text.append(character) }
+        }
+    }
+
+    /// `CREBITOS_LOG_LEVEL` for `logLevel`.
+    public var environmentVariable: String {
+        "CREBITOS_" + String(flag.dropFirst(2).uppercased().map { $0 == "-" ? "_" : $0 })
+    }
+
+    public var defaultValue: String {
+        switch self {
+        case .database: "data/rinha.db"
+        case .listen: "127.0.0.1:8080"
+        case .synchronous: "full"
+        case .instance: "crebitos"
+        case .logLevel: "info"
+        case .eventLoops: "1"
+        case .checkpointMs: "0"
+        case .drainMs: "1000"
+        case .requestTimeoutMs: "10000"
+        case .idleTimeoutMs: "75000"
+        case .metrics: "on"
+        }
+    }
+
+    var meaning: String {
+        switch self {
+        case .database: "SQLite database file, created with its schema and clients if missing (its directory too)"
+        case .listen: "host:port or unix:/path/to.sock"
+        case .synchronous: "full (a 200 survives a power cut) or normal (it survives a process crash)"
+        case .instance: "Name in the x-instance header and the logs"
+        case .logLevel: "trace, debug, info, notice, warning, error or critical"
+        case .eventLoops: "NIO event loop threads, 1 to 64"
+        case .checkpointMs: "0: SQLite checkpoints the WAL inside commits; N: a background task does it every N ms"
+        case .drainMs: "After SIGTERM, keep serving this long with 'Connection: close' before closing"
+        case .requestTimeoutMs: "A request's body must arrive within this many ms of its head (else 408)"
+        case .idleTimeoutMs: "An idle connection is closed after this many ms (keep it above nginx's keepalive_timeout)"
+        case .metrics: "on: GET /metrics serves Prometheus metrics; off: nothing is counted"
+        }
+    }
+
+    /// The help line: what it means, its default and its variable.
+    public var help: String {
+        "\(meaning). Default: \(defaultValue). Env: \(environmentVariable)."
     }
 }
 
-/// Where the server accepts connections.
-public enum ListenAddress: Sendable, Equatable, CustomStringConvertible {
-    case tcp(host: String, port: Int)
-    case unixSocket(path: String)
+/// A setting's value that does not parse.
+public struct SettingsError: Error, CustomStringConvertible {
+    public let description: String
+}
 
-    /// `host:port` (`[::1]:8080` for IPv6) or `unix:/path/to.sock`.
-    public init?(_ text: String) {
-        if text.hasPrefix("unix:") {
-            let path = String(text.dropFirst("unix:".count))
-            guard !path.isEmpty else { return nil }
-            self = .unixSocket(path: path)
-            return
+extension ServerSettings {
+    /// Reads every setting from `flags` (a flag wins), else from `environment`, else its
+    /// default, and refuses a value that does not parse, naming where it came from.
+    public static func resolve(
+        flags: [Setting: String], environment: [String: String]
+    ) throws(SettingsError) -> ServerSettings {
+        func read<T>(_ setting: Setting, _ requirement: String, _ parse: (String) -> T?) throws(SettingsError) -> T {
+            let source: String
+            let text: String
+            if let flag = flags[setting] {
+                (source, text) = ("\(setting.flag) '\(flag)'", flag)
+            } else if let value = environment[setting.environmentVariable], !value.isEmpty {
+                (source, text) = ("\(setting.environmentVariable)='\(value)'", value)
+            } else {
+                (source, text) = ("the default of \(setting.flag)", setting.defaultValue)
+            }
+            guard let value = parse(text) else { throw SettingsError(description: "\(source): \(requirement)") }
+            return value
         }
-        guard let colon = text.lastIndex(of: ":"),
-              let port = Int(text[text.index(after: colon)...]), (0...65_535).contains(port)
-        else { return nil }
-        var host = String(text[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
-        self = .tcp(host: host, port: port)
-    }
+        func whole(_ range: ClosedRange<Int>) -> (String) -> Int? {
+            { text in Int(text).flatMap { range.contains($0) ? $0 : nil } }
+        }
 
-    public var description: String {
-        switch self {
-        case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        case .unixSocket(let path): "unix:\(path)"
-        }
+        let checkpointMs = try read(.checkpointMs, "must be 0 or a number of milliseconds up to 3600000", whole(0...3_600_000))
+        let drainMs = try read(.drainMs, "must be a number of milliseconds from 0 to 60000", whole(0...60_000))
+        let requestTimeoutMs = try read(.requestTimeoutMs, "must be a number of milliseconds from 10 to 600000", whole(10...600_000))
+        let idleTimeoutMs = try read(.idleTimeoutMs, "must be a number of milliseconds from 10 to 3600000", whole(10...3_600_000))
+        return ServerSettings(
+            databasePath: try read(.database, "must not be empty") { $0.isEmpty ? nil : $0 },
+            listen: try read(.listen, "must be host:port or unix:/path") { ListenAddress($0) },
+            durability: try read(.synchronous, "must be full or normal") { Durability(rawValue: $0.lowercased()) },
+            instanceName: try read(.instance, "must be 1 to 64 printable ASCII characters without spaces") { name in
+                (1...64).contains(name.utf8.count) && name.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F } ? name : nil
+            },
+            logLevel: try read(.logLevel, "must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))") {
+                Logger.Level(rawValue: $0.lowercased())
+            },
+            checkpointInterval: checkpointMs == 0 ? nil : .milliseconds(checkpointMs),
+            eventLoops: try read(.eventLoops, "must be a whole number from 1 to 64", whole(1...64)),
+            drainPeriod: .milliseconds(drainMs),
+            timeouts: ConnectionTimeouts(
+                requestBody: .milliseconds(Int64(requestTimeoutMs)), idle: .milliseconds(Int64(idleTimeoutMs))),
+            metricsEnabled: try read(.metrics, "must be on or off") { ["on": true, "off": false][$0.lowercased()] })
     }
 }

@@ -1,28 +1,50 @@
 /// Where balances and transactions live. The HTTP layer depends on this protocol, not on
-/// a concrete database, and the SQLite store implements it.
+/// a concrete database; the SQLite store implements it.
 ///
 /// Implementations must apply each transaction atomically: check the limit, change the
 /// balance and record the transaction in one step that either happens entirely or not
-/// at all, and return only once it is durable.
+/// at all, and report it only once it is durable.
+///
+/// The requirements take a completion handler rather than being `async`: the HTTP server
+/// runs on a SwiftNIO event loop, and a store that can answer at once (a statement read
+/// from a local file) or from its own writer thread then costs no task and no executor
+/// hop per request. `completion` is called exactly once, on any thread, possibly before
+/// the method returns. The `async` forms below are for everything else (tests, tools).
 public protocol Ledger: Sendable {
     /// Applies a validated transaction to a client.
     ///
-    /// - Parameter idempotencyKey: when given, the first request with this key is applied
-    ///   and its outcome recorded; a later request with the same key and the same client
-    ///   and transaction gets the recorded outcome back without writing anything, and one
-    ///   with a different client or transaction gets ``TransactionOutcome/idempotencyKeyReused``.
+    /// - Parameter idempotencyKey: when given, the first request with this key (for this
+    ///   client) is applied and its outcome recorded; a later request with the same key
+    ///   and the same transaction gets the recorded outcome back without writing anything,
+    ///   and one with a different transaction gets ``TransactionOutcome/idempotencyKeyReused``.
+    /// - Parameter completion: the receipt, or a ``LedgerUnavailable`` saying whether
+    ///   anything may have been stored.
     func apply(
         _ request: TransactionRequest,
         toClient clientID: Int64,
-        idempotencyKey: IdempotencyKey?
-    ) async throws -> TransactionReceipt
+        idempotencyKey: IdempotencyKey?,
+        completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
+    )
 
     /// The client's statement, or nil when there is no such client.
-    func statement(forClient clientID: Int64) async throws -> AccountStatement?
+    func statement(
+        forClient clientID: Int64,
+        completion: @escaping @Sendable (Result<AccountStatement?, any Error>) -> Void
+    )
 }
 
 extension Ledger {
-    public func apply(_ request: TransactionRequest, toClient clientID: Int64) async throws -> TransactionReceipt {
-        try await apply(request, toClient: clientID, idempotencyKey: nil)
+    public func apply(
+        _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey? = nil
+    ) async throws -> TransactionReceipt {
+        try await withCheckedThrowingContinuation { continuation in
+            apply(request, toClient: clientID, idempotencyKey: idempotencyKey) { continuation.resume(with: $0) }
+        }
+    }
+
+    public func statement(forClient clientID: Int64) async throws -> AccountStatement? {
+        try await withCheckedThrowingContinuation { continuation in
+            statement(forClient: clientID) { continuation.resume(with: $0) }
+        }
     }
 }

@@ -25,7 +25,7 @@ struct PendingWrite: Sendable {
 final class GroupCommitWriter: Sendable {
     private struct Waiter: Sendable {
         let write: PendingWrite
-        let continuation: CheckedContinuation<TransactionReceipt, any Error>
+        let completion: @Sendable (Result<TransactionReceipt, any Error>) -> Void
     }
 
     private struct Queue: ~Copyable {
@@ -47,17 +47,17 @@ final class GroupCommitWriter: Sendable {
         self.maximumBatchSize = max(1, maximumBatchSize)
     }
 
-    func submit(_ write: PendingWrite) async throws -> TransactionReceipt {
-        try await withCheckedThrowingContinuation { continuation in
-            let startDrain = queue.withLock { queue in
-                queue.waiting.append(Waiter(write: write, continuation: continuation))
-                if queue.isDraining { return false }
-                queue.isDraining = true
-                return true
-            }
-            if startDrain {
-                thread.async { self.drain() }
-            }
+    /// Queues a write; `completion` is called on the writer's thread once it committed
+    /// (or failed).
+    func submit(_ write: PendingWrite, completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void) {
+        let startDrain = queue.withLock { queue in
+            queue.waiting.append(Waiter(write: write, completion: completion))
+            if queue.isDraining { return false }
+            queue.isDraining = true
+            return true
+        }
+        if startDrain {
+            thread.async { self.drain() }
         }
     }
 
@@ -99,12 +99,12 @@ final class GroupCommitWriter: Sendable {
             }
             // Answer only after COMMIT returned: a 200 means durable.
             for (waiter, receipt) in zip(batch, receipts) {
-                waiter.continuation.resume(returning: receipt)
+                waiter.completion(.success(receipt))
             }
         } catch {
             // The transaction was rolled back entirely: nothing of this batch is stored.
             for waiter in batch {
-                waiter.continuation.resume(throwing: error)
+                waiter.completion(.failure(error))
             }
         }
     }

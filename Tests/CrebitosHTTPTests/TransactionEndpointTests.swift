@@ -1,17 +1,16 @@
 import Foundation
-import HTTPTypes
-import Hummingbird
-import HummingbirdTesting
 import NIOCore
+import NIOHTTP1
 import XCTest
 
 final class TransactionEndpointTests: XCTestCase {
     func testCreditAndDebitAnswerLimiteAndSaldo() async throws {
-        try await TestApplication().test { client in
+        try await TestServer.run { server in
+            let client = server.client
             let credit = try await client.transact("1", #"{"valor": 1000, "tipo": "c", "descricao": "descricao"}"#)
             XCTAssertEqual(credit.status, .ok)
-            XCTAssertEqual(credit.headers[.contentType], "application/json")
-            XCTAssertEqual(credit.headers[HTTPField.Name("x-instance")!], "api-test")
+            XCTAssertEqual(credit.headers.first(name: "content-type"), "application/json")
+            XCTAssertEqual(credit.headers.first(name: "x-instance"), "api-test")
             XCTAssertEqual(credit.text, #"{"limite":100000,"saldo":1000}"#)
             let debit = try await client.transact("1", #"{"valor": 10098, "tipo": "d", "descricao": "ação"}"#)
             XCTAssertEqual(debit.status, .ok)
@@ -20,16 +19,15 @@ final class TransactionEndpointTests: XCTestCase {
     }
 
     func testDebitToTheLimitThenOneCentPast() async throws {
-        let app = try TestApplication()
-        let ledger = app.ledger
-        try await app.test { client in
+                try await TestServer.run { server in
+            let client = server.client
             let toLimit = try await client.transact("2", #"{"valor": 80000, "tipo": "d", "descricao": "tudo"}"#)
             XCTAssertEqual(toLimit.status, .ok)
             XCTAssertEqual(toLimit.text, #"{"limite":80000,"saldo":-80000}"#)
             let past = try await client.transact("2", #"{"valor": 1, "tipo": "d", "descricao": "mais"}"#)
-            XCTAssertEqual(past.status, .unprocessableContent)
+            XCTAssertEqual(past.status, .unprocessableEntity)
             XCTAssertEqual(try past.json["field"] as? String, "valor")
-            XCTAssertEqual(try ledger.audit()[1].transactionCount, 1)
+            XCTAssertEqual(try server.audit()[1].transactionCount, 1)
         }
     }
 
@@ -69,17 +67,16 @@ final class TransactionEndpointTests: XCTestCase {
             ("42", nil),
             ("null", nil),
         ]
-        let app = try TestApplication()
-        let ledger = app.ledger
-        try await app.test { client in
+                try await TestServer.run { server in
+            let client = server.client
             for (body, field) in cases {
                 let response = try await client.transact("1", body)
-                XCTAssertEqual(response.status, .unprocessableContent, body)
+                XCTAssertEqual(response.status, .unprocessableEntity, body)
                 let json = try response.json
                 XCTAssertNotNil(json["error"] as? String, body)
                 XCTAssertEqual(json["field"] as? String, field, body)
             }
-            XCTAssertEqual(try ledger.audit().map(\.transactionCount).reduce(0, +), 0)
+            XCTAssertEqual(try server.audit().map(\.transactionCount).reduce(0, +), 0)
         }
     }
 
@@ -93,7 +90,8 @@ final class TransactionEndpointTests: XCTestCase {
             String(repeating: "[", count: 100) + String(repeating: "]", count: 100),
             "{\"a\":" + String(repeating: "{\"a\":", count: 40) + "1" + String(repeating: "}", count: 41),
         ]
-        try await TestApplication().test { client in
+        try await TestServer.run { server in
+            let client = server.client
             for body in bodies {
                 let response = try await client.transact("1", body)
                 XCTAssertEqual(response.status, .badRequest, body)
@@ -101,14 +99,15 @@ final class TransactionEndpointTests: XCTestCase {
             }
             // Invalid UTF-8 inside a string.
             let response = try await client.execute(
-                uri: "/clientes/1/transacoes", method: .post, headers: [.contentType: "application/json"],
-                body: ByteBuffer(bytes: Array(#"{"valor":1,"tipo":"c","descricao":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)))
+                .POST, "/clientes/1/transacoes", headers: ["content-type": "application/json"],
+                body: Array(#"{"valor":1,"tipo":"c","descricao":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8))
             XCTAssertEqual(response.status, .badRequest)
         }
     }
 
     func testUnknownMembersAreIgnoredAndEscapesDecoded() async throws {
-        try await TestApplication().test { client in
+        try await TestServer.run { server in
+            let client = server.client
             let response = try await client.transact(
                 "3", #"{"extra": {"nested": [1, 2.5, null, true]}, "v\u0061lor": 5, "tipo": "c", "descricao": "\u00e7\ud83d\ude00"}"#)
             XCTAssertEqual(response.status, .ok, response.text)
@@ -120,7 +119,8 @@ final class TransactionEndpointTests: XCTestCase {
 
     func testUnknownAndMalformedClientIdsAre404() async throws {
         let valid = #"{"valor": 1, "tipo": "c", "descricao": "x"}"#
-        try await TestApplication().test { client in
+        try await TestServer.run { server in
+            let client = server.client
             for id in ["6", "0", "-1", "abc", "1.0", "+1", "%201", "99999999999999999999", "1e3", "00000000000000000001x"] {
                 let response = try await client.transact(id, valid)
                 XCTAssertEqual(response.status, .notFound, id)
@@ -133,16 +133,16 @@ final class TransactionEndpointTests: XCTestCase {
 
     func testUnknownClientWithInvalidPayloadIs422() async throws {
         // The documented choice: the payload is checked first, without the database.
-        try await TestApplication().test { client in
+        try await TestServer.run { server in
+            let client = server.client
             let response = try await client.transact("6", #"{"valor": 1.2, "tipo": "c", "descricao": "x"}"#)
-            XCTAssertEqual(response.status, .unprocessableContent)
+            XCTAssertEqual(response.status, .unprocessableEntity)
         }
     }
 
     func testMediaTypeAndSizeLimits() async throws {
-        let app = try TestApplication()
-        let ledger = app.ledger
-        try await app.test { client in
+                try await TestServer.run { server in
+            let client = server.client
             let valid = #"{"valor": 1, "tipo": "c", "descricao": "x"}"#
             let form = try await client.transact("1", valid, contentType: "application/x-www-form-urlencoded")
             XCTAssertEqual(form.status, .unsupportedMediaType)
@@ -152,44 +152,44 @@ final class TransactionEndpointTests: XCTestCase {
             XCTAssertEqual(none.status, .ok, "a missing Content-Type is accepted")
             let huge = #"{"valor": 1, "tipo": "c", "descricao": "x", "pad": ""# + String(repeating: "a", count: 5000) + #""}"#
             let tooLarge = try await client.transact("1", huge)
-            XCTAssertEqual(tooLarge.status, .contentTooLarge)
+            XCTAssertEqual(tooLarge.status, .payloadTooLarge)
             XCTAssertNotNil(try tooLarge.json["error"] as? String)
-            XCTAssertEqual(try ledger.audit()[0].transactionCount, 2)
+            XCTAssertEqual(try server.audit()[0].transactionCount, 2)
         }
     }
 
     func testIdempotencyKeyHeader() async throws {
-        let app = try TestApplication()
-        let ledger = app.ledger
-        try await app.test { client in
+                try await TestServer.run { server in
+            let client = server.client
             let body = #"{"valor": 300, "tipo": "d", "descricao": "retry"}"#
-            let key: HTTPFields = [HTTPField.Name("Idempotency-Key")!: "order-42"]
+            let key: HTTPHeaders = ["Idempotency-Key": "order-42"]
             let first = try await client.transact("1", body, headers: key)
             XCTAssertEqual(first.status, .ok)
-            XCTAssertNil(first.headers[HTTPField.Name("Idempotent-Replayed")!])
+            XCTAssertNil(first.headers.first(name: "idempotent-replayed"))
             let again = try await client.transact("1", body, headers: key)
             XCTAssertEqual(again.status, .ok)
             XCTAssertEqual(again.text, first.text)
-            XCTAssertEqual(again.headers[HTTPField.Name("Idempotent-Replayed")!], "true")
+            XCTAssertEqual(again.headers.first(name: "idempotent-replayed"), "true")
             let different = try await client.transact("1", #"{"valor": 301, "tipo": "d", "descricao": "retry"}"#, headers: key)
-            XCTAssertEqual(different.status, .unprocessableContent)
+            XCTAssertEqual(different.status, .unprocessableEntity)
             XCTAssertEqual(try different.json["field"] as? String, "Idempotency-Key")
-            let malformed = try await client.transact("1", body, headers: [HTTPField.Name("Idempotency-Key")!: "has space"])
+            let malformed = try await client.transact("1", body, headers: ["Idempotency-Key": "has space"])
             XCTAssertEqual(malformed.status, .badRequest)
-            XCTAssertEqual(try ledger.audit()[0].transactionCount, 1)
+            XCTAssertEqual(try server.audit()[0].transactionCount, 1)
         }
     }
 
     func testUnknownPathsAndMethodsAnswerJSON() async throws {
-        try await TestApplication().test { client in
-            let unknown = try await client.execute(uri: "/clientes", method: .get)
+        try await TestServer.run { server in
+            let client = server.client
+            let unknown = try await client.execute(.GET, "/clientes")
             XCTAssertEqual(unknown.status, .notFound)
             XCTAssertNotNil(try unknown.json["error"])
-            XCTAssertEqual(unknown.headers[HTTPField.Name("x-instance")!], "api-test", "errors carry x-instance too")
-            let wrongMethod = try await client.execute(uri: "/clientes/1/extrato", method: .delete)
+            XCTAssertEqual(unknown.headers.first(name: "x-instance"), "api-test", "errors carry x-instance too")
+            let wrongMethod = try await client.execute(.DELETE, "/clientes/1/extrato")
             XCTAssertTrue([.notFound, .methodNotAllowed].contains(wrongMethod.status))
             XCTAssertNotNil(try wrongMethod.json["error"])
-            let health = try await client.execute(uri: "/health", method: .get)
+            let health = try await client.execute(.GET, "/health")
             XCTAssertEqual(health.status, .ok)
             XCTAssertEqual(try health.json["instance"] as? String, "api-test")
         }

@@ -76,7 +76,7 @@ final class ServerProcess: @unchecked Sendable {
         throw ServerError.notReady(log: log)
     }
 
-    /// The port of `--listen 127.0.0.1:0`, from Hummingbird's start-up log line.
+    /// The port of `--listen 127.0.0.1:0`, from the server's start-up log line.
     private func listeningPort() -> Int? {
         guard let range = log.range(of: "listening on 127.0.0.1:") else { return nil }
         return Int(log[range.upperBound...].prefix { $0.isNumber })

@@ -1,0 +1,75 @@
+import CrebitosHTTP
+import CrebitosLedger
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import XCTest
+
+/// How the HTTP layer answers the store's failures. The ledger here is a stand-in that
+/// fails on purpose: these tests are about the answers, not about how a store fails
+/// (the store's own tests make real SQLite fail).
+final class StoreFailureTests: XCTestCase {
+    private struct FailingLedger: Ledger {
+        let error: any Error
+        func apply(
+            _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey?,
+            completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
+        ) {
+            completion(.failure(error))
+        }
+        func statement(forClient clientID: Int64, completion: @escaping @Sendable (Result<AccountStatement?, any Error>) -> Void) {
+            completion(.failure(error))
+        }
+    }
+
+    private struct InFlightLedger: Ledger {
+        func apply(
+            _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey?,
+            completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
+        ) {
+            completion(.success(TransactionReceipt(outcome: .idempotencyKeyInFlight)))
+        }
+        func statement(forClient clientID: Int64, completion: @escaping @Sendable (Result<AccountStatement?, any Error>) -> Void) {
+            completion(.success(nil))
+        }
+    }
+
+    private func answer(_ ledger: some Ledger, _ request: APIRequest) -> APIResponse {
+        let answer = Mutex<APIResponse?>(nil)
+        APIResponder(ledger: ledger, instanceName: "test").respond(to: request) { response in
+            answer.withLock { $0 = response }
+        }
+        return answer.withLock { $0! }
+    }
+
+    private let write = APIRequest(
+        method: .POST, uri: "/clientes/1/transacoes", headers: ["Idempotency-Key": "k1"],
+        body: ByteBuffer(string: #"{"valor": 1, "tipo": "c", "descricao": "x"}"#))
+
+    func testNotWrittenIs503SayingNothingWasStored() {
+        let response = answer(FailingLedger(error: LedgerUnavailable.notWritten(.deadlineExceeded)), write)
+        XCTAssertEqual(response.status, .serviceUnavailable)
+        XCTAssertTrue(String(buffer: response.body).contains("nothing was stored"), String(buffer: response.body))
+    }
+
+    func testAnUnknownOutcomeSaysSoAndThatARetryWithTheKeyIsSafe() {
+        for error: any Error in [LedgerUnavailable.outcomeUnknown, CancellationError()] {
+            let response = answer(FailingLedger(error: error), write)
+            XCTAssertEqual(response.status, .serviceUnavailable)
+            let text = String(buffer: response.body)
+            XCTAssertTrue(text.contains("outcome is unknown") && text.contains("same Idempotency-Key"), text)
+            XCTAssertFalse(text.contains("nothing was stored"), text)
+        }
+    }
+
+    func testAKeyInFlightIs409() {
+        let response = answer(InFlightLedger(), write)
+        XCTAssertEqual(response.status, .conflict)
+        XCTAssertTrue(String(buffer: response.body).contains("\"field\":\"Idempotency-Key\""))
+    }
+
+    func testAFailedStatementIs503() {
+        let response = answer(FailingLedger(error: CancellationError()), APIRequest(method: .GET, uri: "/clientes/1/extrato"))
+        XCTAssertEqual(response.status, .serviceUnavailable)
+    }
+}
