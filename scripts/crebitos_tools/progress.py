@@ -20,7 +20,7 @@ class Progress(threading.Thread):
         self.t0 = time.monotonic()
         self.latencies = []  # sorted, for the running p99
         self.total = self.errors = 0
-        self.phase = "-"
+        self.phase = "starting"
 
     def tick(self):
         new = self.poll()
