@@ -329,8 +329,9 @@ def cases():
     ]:
         add("ids and paths", "GET %s" % (path if len(path) < 60 else path[:40] + "... (%d bytes)" % len(path)),
             httpc.build("GET", path), exp)
+    # nginx passes the raw bytes on; the instance refuses the URL with its own JSON 400.
     add("ids and paths", "raw fullwidth digit in the id", raw("GET /clientes/\xef\xbc\x91/extrato HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        nginx(400))
+        app(400))
     add("ids and paths", "a space in the path", raw("GET /clientes/1 /extrato HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
         nginx(400))
     add("ids and paths", "absolute URI in the request line",
