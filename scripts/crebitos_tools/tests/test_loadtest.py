@@ -1,4 +1,4 @@
-"""Tests of the load test's judges: the score (score.py) and the ledger audit (audit.py).
+"""Tests of the load test's judges: the score (score.py) and the ledger audit (loadtest_audit.py).
 
 Stdlib only, no k6 and no server: records are written as the k6 script writes them and
 the database is built by hand with the server's schema. Run:
@@ -116,6 +116,12 @@ class AuditTest(unittest.TestCase):
         res = audit.audit(self.path, records(*self.recs), since_id)
         return res, {f["check"]: f["ok"] for f in res["findings"]}
 
+    def assert_extra(self, phrase):
+        """The audit fails its `extra` check and says why with `phrase`."""
+        res, checks = self.run_audit()
+        self.assertFalse(checks["extra"])
+        self.assertIn(phrase, audit.format_report(res))
+
     def clean_history(self):
         for i in range(20):
             self.tx(1 + i % 5, "c" if i % 3 else "d", 100 + i, "r%09d" % i)
@@ -140,24 +146,18 @@ class AuditTest(unittest.TestCase):
         self.clean_history()
         self.tx(4, "c", 7, "twicetwice")
         self.store(4, "c", 7, "twicetwice")
-        res, checks = self.run_audit()
-        self.assertFalse(checks["extra"])
-        self.assertIn("stored twice", audit.format_report(res))
+        self.assert_extra("stored twice")
 
     def test_refused_but_stored(self):
         self.clean_history()
         self.store(5, "d", 3, "refusedxyz")
         self.recs.append(line(cliente=5, tipo="d", valor=3, descricao="refusedxyz", status=422, saldo=None))
-        res, checks = self.run_audit()
-        self.assertFalse(checks["extra"])
-        self.assertIn("although refused", audit.format_report(res))
+        self.assert_extra("although refused")
 
     def test_never_sent(self):
         self.clean_history()
         self.store(1, "c", 1, "fantasma")
-        res, checks = self.run_audit()
-        self.assertFalse(checks["extra"])
-        self.assertIn("never sent", audit.format_report(res))
+        self.assert_extra("never sent")
 
     def test_unanswered_request_may_have_committed(self):
         self.clean_history()
