@@ -80,13 +80,8 @@ class Statement:
 class Workload:
     def __init__(self, port, rate=150.0, get_rate=15.0, keyed_share=0.8, attempt_timeout=15.0,
                  retry_window=120.0, max_inflight=3000, seed=None, run_tag=None):
-        self.port = port
-        self.rate = rate
-        self.get_rate = get_rate
-        self.keyed_share = keyed_share
-        self.attempt_timeout = attempt_timeout
-        self.retry_window = retry_window
-        self.max_inflight = max_inflight
+        self.port, self.rate, self.get_rate, self.keyed_share = port, rate, get_rate, keyed_share
+        self.attempt_timeout, self.retry_window, self.max_inflight = attempt_timeout, retry_window, max_inflight
         self.rng = random.Random(seed)
         self.run_tag = run_tag or "".join(self.rng.choice(ALNUM) for _ in range(6))
         self.intents = []
