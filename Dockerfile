@@ -11,11 +11,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libsqlite3-dev \
  && rm -rf /var/lib/apt/lists/*
 # Manifest first so that dependency resolution is cached while only sources change.
-# (Package.resolved is optional: the glob copies it when the checkout has one.)
-COPY Package.swift Package.resolve[d] ./
+# Package.resolved is committed: the image resolves exactly the versions the repository pins.
+COPY Package.swift Package.resolved ./
 COPY Sources ./Sources
 COPY Tests ./Tests
-RUN swift package resolve
+RUN swift package resolve --force-resolved-versions
 # --static-swift-stdlib links the Swift runtime and Foundation into the binary, which keeps the
 # runtime image down to glibc, libstdc++ and libsqlite3.
 RUN swift build -c release --product crebitos --static-swift-stdlib \
@@ -27,22 +27,23 @@ RUN swift build -c release --product crebitos --static-swift-stdlib \
 FROM debian:bookworm-slim
 # libsqlite3-0: the database engine (linked dynamically by GRDB).
 # curl: the compose health check reaches the instance's /health over its Unix socket.
-# sqlite3: scripts/audit inspects the live database (docker compose exec api01 scripts/audit).
+# python3: scripts/audit inspects the live database (docker compose exec api01 scripts/audit);
+# sqlite3: the CLI, for backups (VACUUM INTO) and a look by hand.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libsqlite3-0 sqlite3 curl \
+ && apt-get install -y --no-install-recommends libsqlite3-0 sqlite3 curl python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /out/crebitos /app/crebitos
 COPY scripts/audit /app/scripts/audit
-COPY scripts/lib/common.sh /app/scripts/lib/common.sh
+COPY scripts/crebitos_tools/__init__.py scripts/crebitos_tools/clients.py scripts/crebitos_tools/ledger.py /app/scripts/crebitos_tools/
 # Fail the image build, not the first start, if a runtime library is missing.
-RUN mkdir -p /app/data \
+RUN mkdir -p /app/data /run/crebitos \
  && if ldd /app/crebitos | grep 'not found'; then exit 1; fi
 # The same variables the native stack (scripts/stack-up) sets; docker-compose.yml sets the
 # per-instance ones (CREBITOS_INSTANCE, CREBITOS_LISTEN).
 ENV CREBITOS_DATABASE=/app/data/rinha.db \
     CREBITOS_SYNCHRONOUS=full \
     CREBITOS_LOG_LEVEL=info
-VOLUME /app/data
+VOLUME /app/data /run/crebitos
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/app/crebitos"]

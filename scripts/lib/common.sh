@@ -142,3 +142,9 @@ mb_to_bytes() {
     *)     echo "$v" ;;
   esac
 }
+
+# release_bin: where `swift build -c release` puts the server (crebitos_tools/stackctl.py
+# build_binary is the Python side of the same question).
+release_bin() {
+  printf '%s/crebitos\n' "$(cd "$REPO_ROOT" && swift build -c release --show-bin-path)"
+}

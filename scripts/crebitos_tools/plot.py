@@ -11,11 +11,9 @@ and per second the median, p99 and max, on a log scale.
 import argparse
 import json
 import os
-import sys
 from collections import defaultdict
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from score import percentile, read_cpu, read_records  # noqa: E402
+from .score import percentile, read_cpu, read_records
 
 RATES = {"d": 220, "c": 110, "e": 10}
 NAMES = {"d": "debits", "c": "credits", "e": "statements", "v": "validations (phases 1-2)"}

@@ -1,21 +1,17 @@
-"""Tests of the load test's judges: the score (score.py) and the ledger audit (audit.py).
+"""Tests of the load test's judges: the score (score.py) and the ledger audit (loadtest_audit.py).
 
 Stdlib only, no k6 and no server: records are written as the k6 script writes them and
 the database is built by hand with the server's schema. Run:
 
-    python3 -m unittest discover -s scripts/loadtest.d/tests -v
+    python3 -m unittest discover -s scripts/crebitos_tools/tests -t scripts -v
 """
 import os
 import sqlite3
-import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import audit  # noqa: E402
-import score  # noqa: E402
-
-LIMITS = {1: 100000, 2: 80000, 3: 1000000, 4: 10000000, 5: 500000}
+from crebitos_tools import loadtest_audit as audit, score
+from crebitos_tools.clients import LIMITS
 
 
 def line(phase="d", t0=1000, rt=1.0, status=200, ok=1, inc=0, cliente=1, tipo="d", valor=10,
@@ -120,6 +116,12 @@ class AuditTest(unittest.TestCase):
         res = audit.audit(self.path, records(*self.recs), since_id)
         return res, {f["check"]: f["ok"] for f in res["findings"]}
 
+    def assert_extra(self, phrase):
+        """The audit fails its `extra` check and says why with `phrase`."""
+        res, checks = self.run_audit()
+        self.assertFalse(checks["extra"])
+        self.assertIn(phrase, audit.format_report(res))
+
     def clean_history(self):
         for i in range(20):
             self.tx(1 + i % 5, "c" if i % 3 else "d", 100 + i, "r%09d" % i)
@@ -144,24 +146,18 @@ class AuditTest(unittest.TestCase):
         self.clean_history()
         self.tx(4, "c", 7, "twicetwice")
         self.store(4, "c", 7, "twicetwice")
-        res, checks = self.run_audit()
-        self.assertFalse(checks["extra"])
-        self.assertIn("stored twice", audit.format_report(res))
+        self.assert_extra("stored twice")
 
     def test_refused_but_stored(self):
         self.clean_history()
         self.store(5, "d", 3, "refusedxyz")
         self.recs.append(line(cliente=5, tipo="d", valor=3, descricao="refusedxyz", status=422, saldo=None))
-        res, checks = self.run_audit()
-        self.assertFalse(checks["extra"])
-        self.assertIn("although refused", audit.format_report(res))
+        self.assert_extra("although refused")
 
     def test_never_sent(self):
         self.clean_history()
         self.store(1, "c", 1, "fantasma")
-        res, checks = self.run_audit()
-        self.assertFalse(checks["extra"])
-        self.assertIn("never sent", audit.format_report(res))
+        self.assert_extra("never sent")
 
     def test_unanswered_request_may_have_committed(self):
         self.clean_history()

@@ -17,9 +17,8 @@ import random
 import string
 import time
 
-import httpc
+from . import httpc
 
-LIMITS = {1: 100000, 2: 80000, 3: 1000000, 4: 10000000, 5: 500000}
 DEFINITIVE = (200, 422)
 ALNUM = string.ascii_letters + string.digits
 
@@ -81,13 +80,8 @@ class Statement:
 class Workload:
     def __init__(self, port, rate=150.0, get_rate=15.0, keyed_share=0.8, attempt_timeout=15.0,
                  retry_window=120.0, max_inflight=3000, seed=None, run_tag=None):
-        self.port = port
-        self.rate = rate
-        self.get_rate = get_rate
-        self.keyed_share = keyed_share
-        self.attempt_timeout = attempt_timeout
-        self.retry_window = retry_window
-        self.max_inflight = max_inflight
+        self.port, self.rate, self.get_rate, self.keyed_share = port, rate, get_rate, keyed_share
+        self.attempt_timeout, self.retry_window, self.max_inflight = attempt_timeout, retry_window, max_inflight
         self.rng = random.Random(seed)
         self.run_tag = run_tag or "".join(self.rng.choice(ALNUM) for _ in range(6))
         self.intents = []
@@ -96,6 +90,12 @@ class Workload:
         self.tasks = set()
         self.t_start = None
         self.stopping = False
+        self.finished = []  # (phase, ms, ok) of each answer since take_finished() last ran
+
+    def take_finished(self):
+        """The answers since the last call, for a progress line (crebitos_tools.progress)."""
+        items, self.finished = self.finished, []
+        return items
 
     def now(self):
         return time.monotonic() - self.t_start
@@ -121,6 +121,7 @@ class Workload:
             except httpc.HTTPError as e:
                 a.error = e.kind
             a.t1 = self.now()
+            self.finished.append((None, (a.t1 - a.t0) * 1000, a.status in DEFINITIVE))
             if a.status in DEFINITIVE or not it.key:
                 return
             if a.status and not (a.status >= 500):
@@ -141,6 +142,7 @@ class Workload:
                 st.total, st.limite = saldo.get("total"), saldo.get("limite")
         except httpc.HTTPError as e:
             st.error = e.kind
+        self.finished.append((None, (self.now() - st.t0) * 1000, st.status == 200))
 
     def _spawn(self, coro):
         t = asyncio.ensure_future(coro)

@@ -20,7 +20,7 @@ public func crebitosDecoderFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CI
     guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
         // RFC 8259 lets parsers bound the numbers they take: Foundation refuses one that is
         // not a finite double (1e400, 400 digits); the decoder takes any number the grammar
-        // allows, so that SPEC.md's "a number too large to store" in valor is a 422, not a 400.
+        // allows, so that the contract's "a number too large to store" (docs/API.md) in valor is a 422, not a 400.
         if hasNumberBeyondDouble(bytes) { return 0 }
         fatalError("the decoder accepted a body Foundation does not read as a JSON object: \(String(decoding: bytes, as: UTF8.self))")
     }

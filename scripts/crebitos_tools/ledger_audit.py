@@ -4,8 +4,7 @@ Each transaction the workload sent has a unique `descricao`, so its row (if any)
 exactly. The checks, each of which can fail:
 
   integrity     PRAGMA integrity_check answers "ok"
-  balances      for every client: saldo == credits - debits over its rows, saldo >= -limite
-  history       replaying each client's rows in commit order never goes below -limite
+  clients, rows, balances, history    the invariants of ledger.py
   unknown       every row of the run was sent by the test, with the same client, tipo, valor
   once          no transaction is stored more than once
   acked         every transaction answered 200 is stored (exactly once)
@@ -18,36 +17,37 @@ exactly. The checks, each of which can fail:
   saldos        the balance each 200 returned (first answers and replays alike) is the
                 balance right after its row in the replay
   statements    no statement showed saldo.total < -limite
+  late          (with no_late=True: runs without crashes, e.g. a frozen instance) no request
+                answered 5xx or left without an answer was stored: a 5xx then means "not
+                written", as a client that cannot retry must be able to rely on
 
 And the numbers: how many answers did not tell the client what happened (502, 504, no
 answer), and of those how many had in fact committed.
 """
-import sqlite3
 from collections import defaultdict
 
-from workload import LIMITS
-
-MAX_EXAMPLES = 5
-
-
-def open_readonly(path):
-    return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
+from . import ledger
+from .ledger import MAX_EXAMPLES, Snapshot, integrity  # noqa: F401 (integrity: for the tests)
 
 
-def max_id(path):
-    with open_readonly(path) as db:
-        return db.execute("SELECT coalesce(max(id), 0) FROM transacoes").fetchone()[0]
+def is_unclear(attempt):
+    return not attempt.status or attempt.status >= 500
 
 
-def integrity(path):
-    db = open_readonly(path)
-    try:
-        return "; ".join(r[0] for r in db.execute("PRAGMA integrity_check"))
-    finally:
-        db.close()
+def late_commits(intent, stored):
+    """The attempts of `intent` answered 5xx or not at all that nonetheless committed: a plain
+    client's only attempt when its row is there, or a keyed client's unclear attempt that a
+    later replay (Idempotent-Replayed: true) shows to have committed."""
+    unclear = [a for a in intent.attempts if is_unclear(a)]
+    if not unclear or not stored:
+        return []
+    final = intent.final
+    if intent.key and final.status == 200 and not final.replayed:
+        return []  # the unclear attempts wrote nothing; the last one applied it
+    return unclear
 
 
-def audit(path, workload, since_id=0):
+def audit(path, workload, since_id=0, no_late=False):
     checks = []
     numbers = {}
 
@@ -56,38 +56,9 @@ def audit(path, workload, since_id=0):
 
     integ = integrity(path)
     check("integrity", integ == "ok", "PRAGMA integrity_check: %s" % integ[:300])
-
-    db = open_readonly(path)
-    db.execute("BEGIN")  # one snapshot for everything below
-    clientes = {cid: (lim, saldo) for cid, lim, saldo in db.execute("SELECT id, limite, saldo FROM clientes")}
-    rows = db.execute("SELECT id, cliente_id, valor, tipo, descricao FROM transacoes ORDER BY id").fetchall()
-    keys = {k: (cid, req, outcome, saldo) for k, cid, req, outcome, saldo in
-            db.execute("SELECT key, cliente_id, request, outcome, saldo FROM idempotency_keys")}
-    db.execute("COMMIT")
-    db.close()
-
-    # balances and history
-    sums, running, after_row, below = defaultdict(int), defaultdict(int), {}, []
-    for rid, cid, valor, tipo, _ in rows:
-        d = valor if tipo == "c" else -valor
-        sums[cid] += d
-        running[cid] += d
-        after_row[rid] = running[cid]
-        lim = clientes.get(cid, (0, 0))[0]
-        if running[cid] < -lim:
-            below.append((rid, cid, running[cid], lim))
-    bad = []
-    for cid, (lim, saldo) in sorted(clientes.items()):
-        if saldo != sums.get(cid, 0):
-            bad.append("client %d: saldo %d but rows add up to %d" % (cid, saldo, sums.get(cid, 0)))
-        if saldo < -lim:
-            bad.append("client %d: saldo %d below -%d" % (cid, saldo, lim))
-    if {c: l for c, (l, _) in clientes.items()} != LIMITS:
-        bad.append("clients/limits differ from SPEC.md: %s" % clientes)
-    check("balances", not bad, "saldo == credits - debits and saldo >= -limite for all 5 clients"
-          if not bad else "; ".join(bad))
-    check("history", not below, "no prefix of any client's history goes below -limite" if not below
-          else "%d rows leave a balance below -limite, e.g. %s" % (len(below), below[:3]))
+    snap = Snapshot(path)
+    checks += snap.invariants()
+    clientes, rows, keys, after_row = snap.clientes, snap.rows, snap.keys, snap.after_row
 
     # rows of this run, by descricao
     by_descr = defaultdict(list)
@@ -109,9 +80,13 @@ def audit(path, workload, since_id=0):
     acked_missing, refused_stored, unresolved = [], [], []
     wrong_saldo, compared = [], 0
     key_problems = []
+    late = []
     n = defaultdict(int)
     for it in workload.intents:
         stored = by_descr.get(it.descricao, [])
+        hidden = late_commits(it, stored)
+        if hidden:
+            late.append((it.descricao, [a.status or a.error for a in it.attempts]))
         statuses = [a.status for a in it.attempts]
         kind = "keyed" if it.key else "plain"
         n[kind] += 1
@@ -159,7 +134,7 @@ def audit(path, workload, since_id=0):
                 if stored or final in DEFINITIVE_SET:
                     key_problems.append((it.key, "no key recorded", statuses, len(stored)))
             else:
-                cid, _, outcome, saldo = rec
+                _, _, outcome, saldo = rec
                 if outcome == "applied" and len(stored) != 1:
                     key_problems.append((it.key, "applied but %d rows" % len(stored)))
                 if outcome != "applied" and stored:
@@ -182,6 +157,12 @@ def audit(path, workload, since_id=0):
     check("statements", not bad_st, "%d statements, none below -limite" % sum(1 for s in workload.statements if s.status == 200)
           if not bad_st else "%d statements below -limite: %s" % (len(bad_st), bad_st[:MAX_EXAMPLES]))
 
+    if no_late:
+        check("late", not late, "no request answered 5xx or left unanswered was stored (%d such answers)"
+              % sum(n[k] for k in n if k.startswith("unclear ")) if not late
+              else "%d transactions answered 5xx or not at all were stored (late commits), e.g. %s"
+              % (len(late), late[:MAX_EXAMPLES]))
+    n["late commits (5xx or no answer, stored)"] = len(late)
     n["rows this run"] = sum(len(v) for v in by_descr.values())
     n["rows total"] = len(rows)
     n["acked 200 missing (lost)"] = len(acked_missing)
@@ -195,7 +176,4 @@ DEFINITIVE_SET = (200, 422)
 
 
 def format_report(res, title="ledger audit"):
-    lines = ["%s: %s" % (title, "CLEAN" if res["ok"] else "FAILED")]
-    for c in res["checks"]:
-        lines.append("  [%s] %-10s %s" % ("ok" if c["ok"] else "FAIL", c["check"], c["message"]))
-    return "\n".join(lines)
+    return ledger.format_report(res["checks"], title)

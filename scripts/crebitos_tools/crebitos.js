@@ -1,7 +1,7 @@
 // The Rinha de Backend 2024/Q1 load test ("RinhaBackendCrebitosSimulation"), for k6.
 //
 // Same order, same rates and the same checks as the official Gatling simulation
-// (SPEC.md, "The load test"):
+// (docs/API.md, "The load test"):
 //   setup()        phase 1: 25 simultaneous debits of 1 on client 1, statement == -25,
 //                  25 simultaneous credits of 1, statement == 0;
 //                  phase 2: the 5 clients at once (initial statement, "toma", "devolve",
@@ -33,8 +33,9 @@ const RAMP_S = Number(__ENV.RAMP_S === undefined ? '120' : __ENV.RAMP_S);
 const PLATEAU_S = Number(__ENV.PLATEAU_S === undefined ? '120' : __ENV.PLATEAU_S);
 const SUMMARY_PATH = __ENV.SUMMARY_PATH || '';
 
-// SPEC.md, "Initial clients".
-const LIMITS = { 1: 100000, 2: 80000, 3: 1000000, 4: 10000000, 5: 500000 };
+// The five clients and their limits (docs/API.md): scripts/loadtest passes them from
+// crebitos_tools/clients.py, the one place they are written down.
+const LIMITS = JSON.parse(__ENV.LIMITS);
 const CLIENTS = [1, 2, 3, 4, 5];
 
 const PARAMS = { headers: { 'content-type': 'application/json' } };

@@ -2,17 +2,12 @@
 """The ledger audit: the database after a load test, against what the test saw.
 
 Reads the SQLite file (read-only; safe while the stack runs) and the k6 record lines.
-Checks, and exits 1 if any fails:
+Checks, and exits 1 if any fails: clients, rows, balances and history (ledger.py), and
 
-  clients    the five clients exist with the limits of SPEC.md;
-  balances   for every client saldo == sum(credits) - sum(debits) over its stored rows,
-             and saldo >= -limite;
-  history    replaying each client's rows in commit order (transacoes.id) never goes
-             below -limite: the invariant held at every commit, not only at the end;
   acked      every transaction answered 200 is stored (nothing acknowledged missing);
   extra      nothing is stored that was not answered 200: not twice, not a refused
              one, not one that was never sent (a row whose request got no answer or a
-             5xx is reported, not failed: SPEC allows it to have committed);
+             5xx is reported, not failed: the contest allows it to have committed);
   saldos     the balance each 200 returned equals the balance right after that row
              in the replay (matched one by one through the random `descricao`).
 
@@ -20,88 +15,31 @@ Rows are matched on (cliente_id, tipo, valor, descricao). Rows with id <= --sinc
 (the database before the run) are left out of the matching, and a client's replay
 starts from the balance those rows give.
 
-    audit.py --db data/rinha.db --records RUN/records.log [--since-id N] [--json OUT]
+    cd scripts && python3 -m crebitos_tools.loadtest_audit --db ../data/rinha.db --records RUN/records.log
 """
 import argparse
 import json
-import sqlite3
 import sys
 from collections import Counter, defaultdict
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from score import read_records  # noqa: E402
-
-LIMITS = {1: 100000, 2: 80000, 3: 1000000, 4: 10000000, 5: 500000}
-MAX_EXAMPLES = 10
-
-
-def open_readonly(path):
-    # mode=ro: a reader in WAL mode still sees every committed transaction.
-    return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
-
-
-def max_id(db_path):
-    with open_readonly(db_path) as db:
-        return db.execute("SELECT coalesce(max(id), 0) FROM transacoes").fetchone()[0]
+from . import ledger
+from .clients import LIMITS
+from .ledger import MAX_EXAMPLES, Snapshot, max_id  # noqa: F401 (max_id: for scripts/loadtest)
+from .score import read_records
 
 
 def audit(db_path, records, since_id=0):
-    findings = []  # (check, ok, message)
-    db = open_readonly(db_path)
-    # One read transaction: clientes and transacoes from the same snapshot.
-    db.execute("BEGIN")
-    clientes = {cid: (lim, saldo) for cid, lim, saldo in
-                db.execute("SELECT id, limite, saldo FROM clientes ORDER BY id")}
-    rows = db.execute(
-        "SELECT id, cliente_id, valor, tipo, descricao FROM transacoes ORDER BY id").fetchall()
-    db.execute("COMMIT")
-    db.close()
+    snap = Snapshot(db_path)
+    findings = snap.invariants()
+    rows, after_row = snap.rows, snap.after_row
 
     def add(check, ok, msg):
         findings.append({"check": check, "ok": bool(ok), "message": msg})
 
-    # clients
-    wrong = {cid: clientes.get(cid) for cid in LIMITS if cid not in clientes or clientes[cid][0] != LIMITS[cid]}
-    unknown = sorted(set(clientes) - set(LIMITS))
-    add("clients", not wrong and not unknown,
-        "5 clients with SPEC limits" if not wrong and not unknown
-        else "wrong/missing: %s, unexpected ids: %s" % (wrong, unknown))
-
-    # balances and history
-    sums = defaultdict(int)
-    bad_rows = [r for r in rows if r[3] not in ("c", "d") or r[2] <= 0]
-    add("rows", not bad_rows, "%d rows, all tipo c/d and valor > 0" % len(rows) if not bad_rows
-        else "%d malformed rows, e.g. %s" % (len(bad_rows), bad_rows[:3]))
-    running = defaultdict(int)
-    below = []
-    after_row = {}  # row id -> balance right after it
-    for rid, cid, valor, tipo, _ in rows:
-        delta = valor if tipo == "c" else -valor
-        sums[cid] += delta
-        running[cid] += delta
-        after_row[rid] = running[cid]
-        lim = clientes.get(cid, (None, None))[0]
-        if lim is not None and running[cid] < -lim:
-            below.append((rid, cid, running[cid], lim))
-    mism = []
-    over = []
-    for cid, (lim, saldo) in sorted(clientes.items()):
-        if saldo != sums.get(cid, 0):
-            mism.append("client %d: saldo %d, sum of rows %d" % (cid, saldo, sums.get(cid, 0)))
-        if saldo < -lim:
-            over.append("client %d: saldo %d < -%d" % (cid, saldo, lim))
-    add("balances", not mism and not over,
-        "saldo == credits - debits and saldo >= -limite for every client" if not mism and not over
-        else "; ".join(mism + over))
-    add("history", not below,
-        "no prefix of any client's history goes below -limite" if not below
-        else "%d rows leave a balance below -limite, first: id %d client %d balance %d limit %d"
-        % ((len(below),) + below[0]))
-
     # matching: multisets keyed on (cliente, tipo, valor, descricao)
     new_rows = [r for r in rows if r[0] > since_id]
     stored = defaultdict(list)  # key -> row ids
-    for rid, cid, valor, tipo, descr in new_rows:
+    for rid, cid, valor, tipo, descr, _ in new_rows:
         stored[(cid, tipo, valor, descr)].append(rid)
     acked = defaultdict(list)   # key -> returned saldos
     refused = Counter()          # 4xx answers
@@ -177,16 +115,13 @@ def audit(db_path, records, since_id=0):
         "rows_this_run": len(new_rows),
         "acked_200": n_acked,
         "since_id": since_id,
-        "clientes": {str(c): {"limite": l, "saldo": s} for c, (l, s) in clientes.items()},
+        "clientes": {str(c): {"limite": l, "saldo": s} for c, (l, s) in snap.clientes.items()},
         "findings": findings,
     }
 
 
 def format_report(res):
-    lines = ["audit: %s" % ("CLEAN" if res["ok"] else "FAILED")]
-    for f in res["findings"]:
-        lines.append("  [%s] %-10s %s" % ("ok" if f["ok"] else "FAIL", f["check"], f["message"]))
-    return "\n".join(lines)
+    return ledger.format_report(res["findings"], "audit")
 
 
 def main():

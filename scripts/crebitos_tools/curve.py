@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The saturation curve: scripts/loadtest at growing rate multipliers, one table, one picture.
 
-    scripts/loadtest.d/curve.py --scales 1,2,4,6,8 [--ramp 30 --plateau 60] [--sync full]
+    scripts/loadtest-curve --scales 1,2,4,6,8 [--ramp 30 --plateau 60] [--sync full]
                                 [--out runs/curve-DATE] [-- extra scripts/loadtest options]
 
 Each multiplier is a full scripts/loadtest run on a fresh stack (phases 1-2, then phase 3
@@ -10,7 +10,7 @@ OUT/curve.md (a Markdown table) and OUT/curve.png (p99 and payout against the mu
 with the stack's and k6's CPU). The curve stops early once a run pays less than
 --stop-below (default USD 90,000): past the breaking point there is nothing more to learn.
 
-Re-draw from finished runs without running anything: curve.py --out DIR --replot.
+Re-draw from finished runs without running anything: scripts/loadtest-curve --out DIR --replot.
 """
 import argparse
 import datetime
@@ -22,13 +22,12 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
 
 
 def row(res, run_dir=None):
     s = res["score"]
     if not s.get("quiet") and run_dir:
-        import score
+        from . import score
         s["quiet"] = score.quiet_stats(score.read_records(os.path.join(run_dir, "records.log")),
                                        score.read_cpu(os.path.join(run_dir, "cpu.csv")))
     lat = s["latency_ms"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Markdown tables from finished runs, for docs/BENCHMARKS.md.
 
-    scripts/loadtest.d/report.py RUN_DIR [RUN_DIR ...]
+    scripts/loadtest-report RUN_DIR [RUN_DIR ...]
 
 One column per run: the score, the latency percentiles (all requests, and the quiet
 seconds), the rate, the stack's CPU per request and throttling, k6's CPU, the noise
@@ -12,8 +12,7 @@ import os
 import sys
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import score  # noqa: E402
+from . import score
 
 
 def load(d):

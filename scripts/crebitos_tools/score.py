@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The contest's score of one load-test run, from the k6 script's record lines.
 
-SPEC.md, "Scoring": the share of responses that are OK (expected status, every check
+docs/API.md, "Scoring": the share of responses that are OK (expected status, every check
 passed) *and* faster than 250 ms must be at least 98%, each percentage point below
 costs USD 1,000; each inconsistent balance seen costs USD 803.01; the payout is
 USD 100,000 minus the fines.
