@@ -70,7 +70,9 @@ public struct APIResponder<L: Ledger>: Sendable {
     /// (The body's size, 413, is checked by the connection while it arrives.)
     private func transact(clientID text: Substring, _ request: APIRequest, _ answer: @escaping @Sendable (APIResponse) -> Void) {
         guard let clientID = Self.clientID(text) else { return answer(error(.clientNotFound)) }
-        if let contentType = request.headers.first(name: "content-type"), !Self.isJSON(contentType) {
+        // A missing Content-Type is accepted; two of them (even one JSON) are ambiguous.
+        let contentTypes = request.headers["content-type"]
+        if contentTypes.count > 1 || contentTypes.first.map({ !Self.isJSON($0) }) == true {
             return answer(error(.unsupportedMediaType))
         }
         let transaction: TransactionRequest

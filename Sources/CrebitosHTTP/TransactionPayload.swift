@@ -23,7 +23,7 @@ enum TransactionPayload {
                 case "valor": try set(&amount, value, key)
                 case "tipo": try set(&kind, value, key)
                 case "descricao": try set(&description, value, key)
-                default: break  // unknown members are allowed and ignored (SPEC.md)
+                default: break  // unknown members are allowed and ignored (docs/API.md)
                 }
             }
         } catch let error as JSONScanner.SyntaxError {

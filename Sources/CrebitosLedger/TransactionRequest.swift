@@ -1,7 +1,7 @@
 /// A credit or debit that passed every rule that can be checked without the database.
 ///
 /// The only way to get one is through ``init(amount:kind:description:)``, which throws
-/// ``TransactionValidationError`` for anything SPEC.md calls invalid. The store can
+/// ``TransactionValidationError`` for anything the contract (docs/API.md) calls invalid. The store can
 /// therefore trust every field; the one rule that needs the database (a debit must not
 /// take the balance below `-limite`) is enforced atomically by the store.
 public struct TransactionRequest: Sendable, Hashable {

@@ -9,7 +9,7 @@ public struct ClientAudit: Sendable, Hashable {
     public let sumOfTransactions: Int64
     public let transactionCount: Int
 
-    /// SPEC.md's invariants: the balance is what the transactions add up to, and never
+    /// The ledger's invariants (docs/API.md): the balance is what the transactions add up to, and never
     /// below `-limite`.
     public var isConsistent: Bool {
         balance == sumOfTransactions && balance >= -limit

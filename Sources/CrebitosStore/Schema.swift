@@ -5,7 +5,7 @@ import GRDB
 /// Table and column names are the challenge's (Portuguese) so that people inspecting the
 /// file with the sqlite3 CLI read the same words as in the API.
 enum Schema {
-    /// The clients every new database starts with (SPEC.md, "Initial clients").
+    /// The clients every new database starts with (docs/API.md, "The five clients").
     static let initialClients: [(id: Int64, limit: Int64)] = [
         (1, 100_000),
         (2, 80_000),
@@ -19,7 +19,7 @@ enum Schema {
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1: clients, transactions, idempotency keys") { db in
-            // The CHECK constraints restate the invariants of SPEC.md so that no code
+            // The CHECK constraints restate the invariants of docs/API.md so that no code
             // path, and no hand-written SQL in the CLI, can store a broken ledger.
             try db.execute(sql: """
                 CREATE TABLE clientes (

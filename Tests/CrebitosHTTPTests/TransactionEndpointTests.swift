@@ -148,6 +148,9 @@ final class TransactionEndpointTests: XCTestCase {
             XCTAssertEqual(form.status, .unsupportedMediaType)
             let charset = try await client.transact("1", valid, contentType: "application/json; charset=utf-8")
             XCTAssertEqual(charset.status, .ok)
+            let twice = try await client.transact(
+                "1", valid, headers: ["content-type": "text/plain"])
+            XCTAssertEqual(twice.status, .unsupportedMediaType, "two Content-Type headers are ambiguous")
             let none = try await client.transact("1", valid, contentType: nil)
             XCTAssertEqual(none.status, .ok, "a missing Content-Type is accepted")
             let huge = #"{"valor": 1, "tipo": "c", "descricao": "x", "pad": ""# + String(repeating: "a", count: 5000) + #""}"#
