@@ -12,43 +12,52 @@ import NIOHTTP1
 // regression in any stage shows in its own numbers: wall clock, CPU and mallocs per
 // operation. Run: `swift package --package-path Benchmarks benchmark` (README.md).
 //
-// Every benchmark runs one operation per measured iteration (scaling factor one), so
-// every number the tool prints is per operation.
+// A sample runs `scalingFactor` operations and the tool divides by it, so every number
+// it prints is per operation; scaling also spreads the harness's own few mallocs per
+// sample over many operations. CPU time is measured here, with the process CPU clock
+// (all threads: the store's writer thread too), because the tool's own CPU metric reads
+// /proc in 10 ms scheduler ticks, far coarser than one operation.
 
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
-        metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .throughput],
-        warmupIterations: 20,
-        scalingFactor: .one,
+        metrics: [.wallClock, .processCPU, .mallocCountTotal, .throughput],
+        warmupIterations: 5,
+        scalingFactor: .kilo,
         maxDuration: .seconds(2),
         maxIterations: 10_000
     )
+    // Stages that touch the database take tens of microseconds: longer samples. A
+    // durable commit takes milliseconds (the fsync): one per sample, so its malloc count
+    // includes the harness's own per sample ("harness, no operation" below).
+    let storeStage = Benchmark.Configuration(maxDuration: .seconds(3))
+    let durableStage = Benchmark.Configuration(scalingFactor: .one, maxDuration: .seconds(3))
+
+    Benchmark("harness, no operation (one per sample)", configuration: durableStage) { benchmark in
+        measure(benchmark) { iteration in blackHole(iteration) }
+    }
 
     // MARK: decode: body bytes -> TransactionRequest (JSON scan + the payload's rules)
 
     let body = Array(#"{"valor": 1000, "tipo": "d", "descricao": "descricao"}"#.utf8)
     Benchmark("decode transaction body") { benchmark in
-        for _ in benchmark.scaledIterations {
-            blackHole(try? TransactionPayload.decode(body))
-        }
+        measure(benchmark) { _ in blackHole(try? TransactionPayload.decode(body)) }
     }
 
     // MARK: validate: the TransactionRequest rules alone
 
     Benchmark("validate transaction request") { benchmark in
-        for _ in benchmark.scaledIterations {
-            blackHole(try? TransactionRequest(amount: 1000, kind: .debit, description: "descricao"))
-        }
+        measure(benchmark) { _ in blackHole(try? TransactionRequest(amount: 1000, kind: .debit, description: "descricao")) }
     }
 
     // MARK: commit: one write through SQLiteLedger (group commit, flock, BEGIN IMMEDIATE)
 
     for durability in [Durability.normal, .full] {
         let store = TemporaryStore(durability: durability)
-        Benchmark("commit one transaction (synchronous=\(durability.rawValue))") { benchmark in
-            for iteration in benchmark.scaledIterations {
-                blackHole(store.commit(credit: iteration.isMultiple(of: 2)))
-            }
+        Benchmark(
+            "commit one transaction (synchronous=\(durability.rawValue))",
+            configuration: durability == .full ? durableStage : storeStage
+        ) { benchmark in
+            measure(benchmark) { iteration in blackHole(store.commit(credit: iteration.isMultiple(of: 2))) }
         } setup: {
             try store.open()
         } teardown: {
@@ -59,10 +68,8 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: statement read: the client's balance and last 10 transactions from the file
 
     let readStore = TemporaryStore(durability: .normal)
-    Benchmark("read statement (10 entries)") { benchmark in
-        for _ in benchmark.scaledIterations {
-            blackHole(readStore.statement())
-        }
+    Benchmark("read statement (10 entries)", configuration: storeStage) { benchmark in
+        measure(benchmark) { _ in blackHole(readStore.statement()) }
     } setup: {
         try readStore.open(withEntries: AccountStatement.maximumEntries)
     } teardown: {
@@ -81,15 +88,11 @@ let benchmarks: @Sendable () -> Void = {
                 description: "descricao", performedAt: 1_706_000_000_000_000 - Int64(index) * 1_000)
         })
     Benchmark("encode statement JSON (10 entries)") { benchmark in
-        for _ in benchmark.scaledIterations {
-            blackHole(APIResponder<SQLiteLedger>.statementJSON(statement, allocator: allocator))
-        }
+        measure(benchmark) { _ in blackHole(APIResponder<SQLiteLedger>.statementJSON(statement, allocator: allocator)) }
     }
     Benchmark("encode transaction JSON") { benchmark in
-        for _ in benchmark.scaledIterations {
-            blackHole(APIResponder<SQLiteLedger>.transactionJSON(
-                Balance(limit: 100_000, balance: -9_098), allocator: allocator))
-        }
+        let balance = Balance(limit: 100_000, balance: -9_098)
+        measure(benchmark) { _ in blackHole(APIResponder<SQLiteLedger>.transactionJSON(balance, allocator: allocator)) }
     }
 
     // MARK: whole request in-process: routing, decoding, the store, the response body
@@ -103,10 +106,8 @@ let benchmarks: @Sendable () -> Void = {
             method: .POST, uri: "/clientes/1/transacoes", headers: jsonHeaders,
             body: allocator.buffer(string: #"{"valor": 1000, "tipo": "\#(kind)", "descricao": "descricao"}"#))
     }
-    Benchmark("request POST /clientes/1/transacoes (synchronous=normal)") { benchmark in
-        for iteration in benchmark.scaledIterations {
-            blackHole(requestStore.respond(to: posts[iteration & 1]))
-        }
+    Benchmark("request POST /clientes/1/transacoes (synchronous=normal)", configuration: storeStage) { benchmark in
+        measure(benchmark) { iteration in blackHole(requestStore.respond(to: posts[iteration & 1])) }
     } setup: {
         try requestStore.open(withEntries: AccountStatement.maximumEntries)
     } teardown: {
@@ -114,15 +115,33 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     let getStore = TemporaryStore(durability: .normal)
-    Benchmark("request GET /clientes/1/extrato (10 entries)") { benchmark in
-        for _ in benchmark.scaledIterations {
-            blackHole(getStore.respond(to: APIRequest(method: .GET, uri: "/clientes/1/extrato")))
-        }
+    let get = APIRequest(method: .GET, uri: "/clientes/1/extrato")
+    Benchmark("request GET /clientes/1/extrato (10 entries)", configuration: storeStage) { benchmark in
+        measure(benchmark) { _ in blackHole(getStore.respond(to: get)) }
     } setup: {
         try getStore.open(withEntries: AccountStatement.maximumEntries)
     } teardown: {
         try getStore.close()
     }
+}
+
+extension BenchmarkMetric {
+    /// CPU time of the whole process (every thread), in nanoseconds per operation.
+    static var processCPU: BenchmarkMetric { .custom("CPU, process (ns)", polarity: .prefersSmaller, useScalingFactor: true) }
+}
+
+/// Runs one sample (`scalingFactor` operations) and records its process CPU time.
+@inline(__always)
+func measure(_ benchmark: Benchmark, _ operation: (Int) -> Void) {
+    let start = processCPUNanoseconds()
+    for iteration in benchmark.scaledIterations { operation(iteration) }
+    benchmark.measurement(.processCPU, processCPUNanoseconds() - start)
+}
+
+func processCPUNanoseconds() -> Int {
+    var time = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+    return time.tv_sec * 1_000_000_000 + time.tv_nsec
 }
 
 /// A SQLiteLedger on a fresh file in its own temporary directory, opened by a benchmark's
