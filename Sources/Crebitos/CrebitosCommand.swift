@@ -33,12 +33,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp(Setting.requestTimeoutMs.help)) var requestTimeoutMs: String?
     @Option(help: ArgumentHelp(Setting.idleTimeoutMs.help)) var idleTimeoutMs: String?
     @Option(help: ArgumentHelp(Setting.metrics.help)) var metrics: String?
+    @Option(help: ArgumentHelp(Setting.writeDeadlineMs.help)) var writeDeadlineMs: String?
 
     func run() async throws {
         let flags: [Setting: String?] = [
             .database: database, .listen: listen, .synchronous: synchronous, .instance: instance,
             .logLevel: logLevel, .eventLoops: eventLoops, .checkpointMs: checkpointMs, .drainMs: drainMs,
             .requestTimeoutMs: requestTimeoutMs, .idleTimeoutMs: idleTimeoutMs, .metrics: metrics,
+            .writeDeadlineMs: writeDeadlineMs,
         ]
         let settings: ServerSettings
         do {

@@ -62,13 +62,23 @@ public func buildApplication(_ settings: ServerSettings, handleSignals: Bool = t
         atPath: (settings.databasePath as NSString).deletingLastPathComponent.isEmpty
             ? "." : (settings.databasePath as NSString).deletingLastPathComponent,
         withIntermediateDirectories: true)
-    let ledger = try SQLiteLedger.open(settings.storeConfiguration)
+    let registry = PrometheusCollectorRegistry()
+    let factory = PrometheusMetricsFactory(registry: registry).withCrebitosBuckets()
+    var storeConfiguration = settings.storeConfiguration
+    if settings.metricsEnabled { storeConfiguration.metricsFactory = factory }
+    let ledger = try SQLiteLedger.open(storeConfiguration)
     let synchronous = try ledger.writerSynchronousMode()
 
-    let registry = PrometheusCollectorRegistry()
-    let metrics: ServerMetrics? = settings.metricsEnabled
-        ? ServerMetrics(factory: PrometheusMetricsFactory(registry: registry).withRequestBuckets()) { registry.emitToBuffer() }
-        : nil
+    let metrics: ServerMetrics?
+    if settings.metricsEnabled {
+        let walBytes = Gauge(label: "crebitos_wal_bytes", factory: factory)
+        metrics = ServerMetrics(factory: factory) {
+            walBytes.record(ledger.walFileSize())  // read when scraped, not on every commit
+            return registry.emitToBuffer()
+        }
+    } else {
+        metrics = nil
+    }
     let responder = APIResponder(ledger: ledger, instanceName: settings.instanceName, metrics: metrics, logger: logger)
     let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: settings.eventLoops)
     let server = HTTPServer(
@@ -108,10 +118,12 @@ extension ServerSettings {
 }
 
 extension PrometheusMetricsFactory {
-    /// Latency buckets around what this server does: a fraction of a millisecond for a
-    /// statement, about one for a durable write, up to the SLA's 250 ms and beyond.
-    func withRequestBuckets() -> PrometheusMetricsFactory {
+    /// Latency buckets around what this server does (a fraction of a millisecond for a
+    /// statement, about one for a durable write, up to the SLA's 250 ms and beyond), and
+    /// batch sizes and queue depths up to the group commit's limit of 128.
+    func withCrebitosBuckets() -> PrometheusMetricsFactory {
         var factory = self
+        factory.defaultValueHistogramBuckets = [1, 2, 4, 8, 16, 32, 64, 128]
         factory.defaultDurationHistogramBuckets = [
             .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
             .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),

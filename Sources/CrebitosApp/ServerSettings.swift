@@ -26,6 +26,9 @@ public struct ServerSettings: Sendable {
     public var timeouts: ConnectionTimeouts
     /// Whether `GET /metrics` serves Prometheus metrics (and requests are counted).
     public var metricsEnabled: Bool
+    /// How long a write may wait for its turn (the other instance holding the lock, a
+    /// stalled disk) before it is answered 503 without being written.
+    public var writeDeadline: Duration = .seconds(2)
 
     public init(
         databasePath: String = Setting.database.defaultValue,
@@ -55,7 +58,8 @@ public struct ServerSettings: Sendable {
         StoreConfiguration(
             path: databasePath,
             durability: durability,
-            checkpoint: checkpointInterval.map { .background(interval: $0) } ?? .sqliteAutomatic)
+            checkpoint: checkpointInterval.map { .background(interval: $0) } ?? .sqliteAutomatic,
+            writeDeadline: writeDeadline)
     }
 
     /// The longest the graceful shutdown may take before the remaining work is cancelled:
@@ -68,7 +72,7 @@ public struct ServerSettings: Sendable {
 /// defaults.
 public enum Setting: String, CaseIterable, Sendable {
     case database, listen, synchronous, instance, logLevel, eventLoops, checkpointMs, drainMs
-    case requestTimeoutMs, idleTimeoutMs, metrics
+    case requestTimeoutMs, idleTimeoutMs, metrics, writeDeadlineMs
 
     /// `--log-level` for `logLevel`.
     public var flag: String {
@@ -95,6 +99,7 @@ public enum Setting: String, CaseIterable, Sendable {
         case .requestTimeoutMs: "10000"
         case .idleTimeoutMs: "75000"
         case .metrics: "on"
+        case .writeDeadlineMs: "2000"
         }
     }
 
@@ -111,6 +116,7 @@ public enum Setting: String, CaseIterable, Sendable {
         case .requestTimeoutMs: "A request's body must arrive within this many ms of its head (else 408)"
         case .idleTimeoutMs: "An idle connection is closed after this many ms (keep it above nginx's keepalive_timeout)"
         case .metrics: "on: GET /metrics serves Prometheus metrics; off: nothing is counted"
+        case .writeDeadlineMs: "A write that waited this many ms for its turn is answered 503 and never written (keep it well below nginx's proxy_read_timeout)"
         }
     }
 
@@ -152,7 +158,8 @@ extension ServerSettings {
         let drainMs = try read(.drainMs, "must be a number of milliseconds from 0 to 60000", whole(0...60_000))
         let requestTimeoutMs = try read(.requestTimeoutMs, "must be a number of milliseconds from 10 to 600000", whole(10...600_000))
         let idleTimeoutMs = try read(.idleTimeoutMs, "must be a number of milliseconds from 10 to 3600000", whole(10...3_600_000))
-        return ServerSettings(
+        let writeDeadlineMs = try read(.writeDeadlineMs, "must be a number of milliseconds from 1 to 60000", whole(1...60_000))
+        var settings = ServerSettings(
             databasePath: try read(.database, "must not be empty") { $0.isEmpty ? nil : $0 },
             listen: try read(.listen, "must be host:port or unix:/path") { ListenAddress($0) },
             durability: try read(.synchronous, "must be full or normal") { Durability(rawValue: $0.lowercased()) },
@@ -168,5 +175,7 @@ extension ServerSettings {
             timeouts: ConnectionTimeouts(
                 requestBody: .milliseconds(Int64(requestTimeoutMs)), idle: .milliseconds(Int64(idleTimeoutMs))),
             metricsEnabled: try read(.metrics, "must be on or off") { ["on": true, "off": false][$0.lowercased()] })
+        settings.writeDeadline = .milliseconds(writeDeadlineMs)
+        return settings
     }
 }

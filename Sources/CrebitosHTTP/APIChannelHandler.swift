@@ -219,7 +219,8 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
         responseHeaders.write(response, close: close, date: &date, into: &bytes)
         if !omitBody { bytes.writeImmutableBuffer(response.body) }
         if close {
-            context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { _ in context.close(promise: nil) }
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { _ in channel.close(promise: nil) }
         } else {
             context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
         }

@@ -9,8 +9,10 @@ enum LedgerWrites {
         }
         let fingerprint = fingerprint(of: write)
         if let recorded = try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT request, outcome, limite, saldo FROM idempotency_keys WHERE key = ?"),
-            arguments: [key.value])
+            db.cachedStatement(sql: """
+                SELECT request, outcome, limite, saldo FROM idempotency_keys WHERE cliente_id = ? AND key = ?
+                """),
+            arguments: [write.clientID, key.value])
         {
             guard recorded["request"] == fingerprint else {
                 return TransactionReceipt(outcome: .idempotencyKeyReused)
@@ -18,6 +20,9 @@ enum LedgerWrites {
             return TransactionReceipt(outcome: try RecordedOutcome.decode(recorded), isReplay: true)
         }
         let outcome = try change(write, in: db, at: now)
+        // A request for a client that does not exist stores nothing, not even its key:
+        // otherwise anyone could fill the disk with records for made-up clients.
+        if outcome == .unknownClient { return TransactionReceipt(outcome: outcome) }
         let recorded = RecordedOutcome.encode(outcome)
         try db.cachedStatement(sql: """
             INSERT INTO idempotency_keys (key, cliente_id, request, outcome, limite, saldo, created_at)
@@ -68,7 +73,9 @@ enum LedgerWrites {
         return request.kind == .debit ? .insufficientLimit(balance) : .balanceCeilingReached(balance)
     }
 
-    /// What identifies "the same request" for an idempotency key: client and transaction.
+    /// What identifies "the same request" for an idempotency key of a client: the transaction.
+    /// (The client is part of the key itself since schema v2; it stays in the text so
+    /// records written by v1 compare the same.)
     /// The description is last, so spaces inside it cannot make two requests collide.
     private static func fingerprint(of write: PendingWrite) -> String {
         "\(write.clientID) \(write.request.kind.rawValue) \(write.request.amount) \(write.request.description)"

@@ -25,7 +25,9 @@ public final class SQLiteLedger: Ledger {
     /// The GRDB pool (one writer connection, several readers). Exposed for tests and
     /// tools that inspect the file; the ledger's own SQL stays in this module.
     public let database: DatabasePool
-    private let writer: GroupCommitWriter
+    let writer: GroupCommitWriter
+    /// Keys of requests queued or being committed in this process.
+    private let keysInFlight = InFlightIdempotencyKeys()
 
     private init(configuration: StoreConfiguration, database: DatabasePool, writer: GroupCommitWriter) {
         self.configuration = configuration
@@ -46,6 +48,9 @@ public final class SQLiteLedger: Ledger {
             return database
         }
         try applyDurability(configuration.durability, to: database)
+        try database.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA journal_size_limit = \(configuration.walSizeLimitBytes)")
+        }
         if case .background = configuration.checkpoint {
             try database.writeWithoutTransaction { db in
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = \(WALCheckpointer.backstopPages)")
@@ -54,7 +59,7 @@ public final class SQLiteLedger: Ledger {
         let writer = GroupCommitWriter(
             database: database,
             lock: lock,
-            maximumBatchSize: configuration.maximumBatchSize)
+            configuration: configuration)
         return SQLiteLedger(configuration: configuration, database: database, writer: writer)
     }
 
@@ -64,7 +69,9 @@ public final class SQLiteLedger: Ledger {
         idempotencyKey: IdempotencyKey?,
         completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
     ) {
-        writer.submit(PendingWrite(request: request, clientID: clientID, idempotencyKey: idempotencyKey), completion: completion)
+        keysInFlight.whileClaimed(idempotencyKey, forClient: clientID, completion: completion) { completion in
+            writer.submit(PendingWrite(request: request, clientID: clientID, idempotencyKey: idempotencyKey), completion: completion)
+        }
     }
 
     /// Answers before returning, on the calling thread (the connection's event loop), not
@@ -85,7 +92,6 @@ public final class SQLiteLedger: Ledger {
                 db.cachedStatement(sql: "SELECT limite, saldo FROM clientes WHERE id = ?"),
                 arguments: [clientID])
             else { return nil }
-            let takenAt = WallClock.nowMicroseconds()
             let rows = try Row.fetchAll(
                 db.cachedStatement(sql: """
                     SELECT valor, tipo, descricao, realizada_em FROM transacoes
@@ -99,6 +105,9 @@ public final class SQLiteLedger: Ledger {
                 }
                 return StatementEntry(amount: row[0], kind: kind, description: row[2], performedAt: row[3])
             }
+            // Never earlier than the newest entry, even if the wall clock stepped back
+            // (realizada_em does not follow it backwards).
+            let takenAt = max(configuration.wallClock(), entries.first?.performedAt ?? .min)
             return AccountStatement(
                 balance: Balance(limit: client[0], balance: client[1]),
                 takenAt: takenAt,
@@ -106,15 +115,22 @@ public final class SQLiteLedger: Ledger {
         }
     }
 
-    /// The background services this configuration needs (the WAL checkpointer when
-    /// ``CheckpointPolicy/background(interval:)`` is chosen), to run beside the server.
+    /// The background services to run beside the server: the cleanup of expired
+    /// idempotency records, and the WAL checkpointer when
+    /// ``CheckpointPolicy/background(interval:)`` is chosen.
     public func backgroundServices(logger: Logger) throws -> [any Service] {
-        guard case .background(let interval) = configuration.checkpoint else { return [] }
-        return [try WALCheckpointer(path: configuration.path, interval: interval, logger: logger)]
+        var services: [any Service] = [try IdempotencyKeyCleaner(database: database, configuration: configuration, logger: logger)]
+        if case .background(let interval) = configuration.checkpoint {
+            services.append(try WALCheckpointer(path: configuration.path, interval: interval, logger: logger))
+        }
+        return services
     }
 
-    /// Closes every connection. Pending writes must have been answered first.
+    /// Refuses new writes (``LedgerUnavailable/Reason/shuttingDown``), waits until every
+    /// queued write is committed or refused (each within its deadline), then closes every
+    /// connection. Call it once the server stopped taking requests.
     public func close() throws {
+        writer.close()
         try database.close()
     }
 
@@ -168,5 +184,14 @@ extension SQLiteLedger {
     /// `PRAGMA synchronous` of the writer connection, as SQLite reports it (1 NORMAL, 2 FULL).
     public func writerSynchronousMode() throws -> Int {
         try database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+    }
+}
+
+extension SQLiteLedger {
+    /// The size of the WAL file in bytes (0 when there is none): how much the next
+    /// checkpoint has to copy, and whether `journal_size_limit` keeps it bounded.
+    public func walFileSize() -> Int {
+        var status = stat()
+        return stat(configuration.path + "-wal", &status) == 0 ? Int(status.st_size) : 0
     }
 }

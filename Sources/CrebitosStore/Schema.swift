@@ -59,6 +59,32 @@ enum Schema {
                     arguments: [client.id, client.limit])
             }
         }
+        migrator.registerMigration("v2: idempotency keys per client, with an expiry index") { db in
+            // v1 keyed records by the key alone, so two clients could not use the same
+            // key. The client is now part of the key, a record must name an existing
+            // client (v1 recorded "unknown client" answers; they are dropped), and
+            // created_at is indexed for the cleanup of expired records.
+            try db.execute(sql: """
+                CREATE TABLE idempotency_keys_v2 (
+                    cliente_id   INTEGER NOT NULL REFERENCES clientes(id),
+                    key          TEXT    NOT NULL,
+                    request      TEXT    NOT NULL, -- the request it answered, to detect reuse
+                    outcome      TEXT    NOT NULL, -- applied | insufficient_limit | balance_ceiling
+                    limite       INTEGER,
+                    saldo        INTEGER,
+                    created_at   INTEGER NOT NULL, -- microseconds since the Unix epoch, UTC
+                    PRIMARY KEY (cliente_id, key)
+                ) STRICT, WITHOUT ROWID;
+
+                INSERT INTO idempotency_keys_v2 (cliente_id, key, request, outcome, limite, saldo, created_at)
+                SELECT cliente_id, key, request, outcome, limite, saldo, created_at FROM idempotency_keys
+                WHERE cliente_id IN (SELECT id FROM clientes) AND outcome <> 'unknown_client';
+
+                DROP TABLE idempotency_keys;
+                ALTER TABLE idempotency_keys_v2 RENAME TO idempotency_keys;
+                CREATE INDEX idempotency_keys_por_idade ON idempotency_keys (created_at);
+                """)
+        }
         return migrator
     }
 }

@@ -110,6 +110,13 @@ final class ConnectionTests: XCTestCase {
             XCTAssertTrue(page.text.contains(#"crebitos_http_requests_total{route="transacoes",status="200"} 2"#), page.text)
             XCTAssertTrue(page.text.contains(#"crebitos_http_requests_total{route="extrato",status="404"} 1"#), page.text)
             XCTAssertTrue(page.text.contains(#"crebitos_http_request_duration_seconds_count{route="transacoes"} 2"#), page.text)
+            // The write path's own: two commits of one write each, the lock waits, the WAL.
+            XCTAssertTrue(page.text.contains("crebitos_commit_batch_size_count 2"), page.text)
+            XCTAssertTrue(page.text.contains("crebitos_commit_batch_size_sum 2"), page.text)
+            XCTAssertTrue(page.text.contains("crebitos_lock_wait_seconds_count 2"), page.text)
+            XCTAssertTrue(page.text.contains("crebitos_write_queue_depth 1"), page.text)
+            let wal = page.text.split(separator: "\n").first { $0.hasPrefix("crebitos_wal_bytes ") }
+            XCTAssertGreaterThan(Double(wal?.split(separator: " ").last ?? "") ?? 0, 0, page.text)
         }
         try await TestServer.run(configure: { $0.metricsEnabled = false }) { server in
             let page = try await server.client.execute(.GET, "/metrics")

@@ -27,7 +27,7 @@ final class ServerProcess: @unchecked Sendable {
 
     init(
         name: String, databasePath: String, listen: String, directory: URL, synchronous: String = "full",
-        extraArguments: [String] = []
+        extraArguments: [String] = [], environment: [String: String] = [:]
     ) throws {
         self.name = name
         logURL = directory.appendingPathComponent("\(name).log")
@@ -37,6 +37,9 @@ final class ServerProcess: @unchecked Sendable {
         process.arguments = [
             "--database", databasePath, "--listen", listen, "--instance", name, "--synchronous", synchronous,
         ] + extraArguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardOutput = log
         process.standardError = log
         if listen.hasPrefix("unix:") {

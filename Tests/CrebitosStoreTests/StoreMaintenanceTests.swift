@@ -1,0 +1,228 @@
+import CrebitosLedger
+@testable import CrebitosStore
+import Foundation
+import GRDB
+import Logging
+import ServiceLifecycle
+import Synchronization
+import XCTest
+
+/// SQLite-specific upkeep: schema migration, expiry of idempotency records, lock-file
+/// identity, timestamps that never go backwards, the WAL's size after a burst.
+final class StoreMaintenanceTests: XCTestCase {
+    private var directory: TemporaryDirectory!
+
+    override func setUp() async throws {
+        directory = try TemporaryDirectory()
+    }
+
+    private func credit(_ description: String, amount: Int64 = 10) throws -> TransactionRequest {
+        try TransactionRequest(amount: amount, kind: .credit, description: description)
+    }
+
+    /// A wall clock the test sets, in microseconds.
+    private final class ManualClock: Sendable {
+        let now = Mutex<Int64>(1_700_000_000_000_000)
+        var read: @Sendable () -> Int64 { { self.now.withLock { $0 } } }
+        func set(_ value: Int64) { now.withLock { $0 = value } }
+        func advance(by microseconds: Int64) { now.withLock { $0 += microseconds } }
+    }
+
+    // MARK: Schema v2
+
+    func testAVersionOneDatabaseMigratesToKeysPerClient() async throws {
+        let v1 = try DatabaseQueue(path: directory.databasePath)
+        try Schema.migrator.migrate(v1, upTo: "v1: clients, transactions, idempotency keys")
+        try await v1.write { db in
+            try db.execute(sql: """
+                UPDATE clientes SET saldo = -700 WHERE id = 1;
+                INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em) VALUES (1, 700, 'd', 'once', 1);
+                INSERT INTO idempotency_keys (key, cliente_id, request, outcome, limite, saldo, created_at)
+                VALUES ('a', 1, '1 d 700 once', 'applied', 100000, -700, 1),
+                       ('b', 9, '9 c 1 x', 'unknown_client', NULL, NULL, 1);
+                """)
+        }
+        try v1.close()
+        let ledger = try SQLiteLedger.open(StoreConfiguration(path: directory.databasePath))
+        defer { try? ledger.close() }
+        let key = try XCTUnwrap(IdempotencyKey("a"))
+        let replay = try await ledger.apply(TransactionRequest(amount: 700, kind: .debit, description: "once"), toClient: 1, idempotencyKey: key)
+        XCTAssertEqual(replay, TransactionReceipt(outcome: .applied(Balance(limit: 100_000, balance: -700)), isReplay: true))
+        let otherClient = try await ledger.apply(TransactionRequest(amount: 700, kind: .debit, description: "once"), toClient: 2, idempotencyKey: key)
+        XCTAssertEqual(otherClient, TransactionReceipt(outcome: .applied(Balance(limit: 80_000, balance: -700))))
+        let rows = try await ledger.database.read { db in
+            try Row.fetchAll(db, sql: "SELECT cliente_id, key FROM idempotency_keys ORDER BY cliente_id").map { "\($0[0] as Int64)/\($0[1] as String)" }
+        }
+        XCTAssertEqual(rows, ["1/a", "2/a"], "the unknown client's v1 record was dropped")
+        let index = try await ledger.database.read { try String.fetchOne($0, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'idempotency_keys'") }
+        XCTAssertEqual(index, "idempotency_keys_por_idade")
+    }
+
+    // MARK: Expiry of idempotency records
+
+    func testExpiredIdempotencyRecordsAreDeletedInBatchesAndFreshOnesKept() async throws {
+        let clock = ManualClock()
+        var configuration = StoreConfiguration(path: directory.databasePath, idempotencyRetention: .seconds(3600))
+        configuration.wallClock = clock.read
+        let ledger = try SQLiteLedger.open(configuration)
+        defer { try? ledger.close() }
+        let oldKey = try XCTUnwrap(IdempotencyKey("old"))
+        _ = try await ledger.apply(credit("old"), toClient: 1, idempotencyKey: oldKey)
+        // More expired rows than one cleanup batch holds.
+        try await ledger.database.write { db in
+            for index in 0..<1_200 {
+                try db.execute(
+                    sql: "INSERT INTO idempotency_keys (cliente_id, key, request, outcome, limite, saldo, created_at) VALUES (2, ?, 'x', 'applied', 0, 0, ?)",
+                    arguments: ["bulk\(index)", clock.read() - 1])
+            }
+        }
+        clock.advance(by: 3_600_000_001)
+        _ = try await ledger.apply(credit("new"), toClient: 1, idempotencyKey: try XCTUnwrap(IdempotencyKey("new")))
+        let cleaner = try XCTUnwrap(try ledger.backgroundServices(logger: Logger(label: "test")).compactMap { $0 as? IdempotencyKeyCleaner }.first)
+        XCTAssertEqual(try cleaner.deleteExpired(), 1_201)
+        let remaining = try await ledger.database.read { try String.fetchAll($0, sql: "SELECT key FROM idempotency_keys") }
+        XCTAssertEqual(remaining, ["new"])
+        // After expiry the key is free again: the same request is a new transaction.
+        let again = try await ledger.apply(credit("old"), toClient: 1, idempotencyKey: oldKey)
+        XCTAssertEqual(again, TransactionReceipt(outcome: .applied(Balance(limit: 100_000, balance: 30))))
+    }
+
+    func testTheCleanupRunsAsABackgroundService() async throws {
+        let clock = ManualClock()
+        var configuration = StoreConfiguration(
+            path: directory.databasePath, idempotencyRetention: .seconds(60), idempotencyCleanupInterval: .milliseconds(10))
+        configuration.wallClock = clock.read
+        let ledger = try SQLiteLedger.open(configuration)
+        defer { try? ledger.close() }
+        _ = try await ledger.apply(credit("k"), toClient: 1, idempotencyKey: try XCTUnwrap(IdempotencyKey("k")))
+        clock.advance(by: 61_000_000)
+        let services = try ledger.backgroundServices(logger: Logger(label: "test"))
+        let running = Task { try await withThrowingDiscardingTaskGroup { group in for service in services { group.addTask { try await service.run() } } } }
+        defer { running.cancel() }
+        try await waitUntil { (try? ledger.database.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM idempotency_keys") }) == 0 }
+    }
+
+    func testTheCleanupStopsAtOnceOnGracefulShutdown() async throws {
+        // Its interval is a minute by default: the server's shutdown must not wait for it.
+        let ledger = try SQLiteLedger.open(StoreConfiguration(path: directory.databasePath, idempotencyCleanupInterval: .seconds(3600)))
+        defer { try? ledger.close() }
+        let cleaner = try XCTUnwrap(try ledger.backgroundServices(logger: Logger(label: "test")).compactMap { $0 as? IdempotencyKeyCleaner }.first)
+        let group = ServiceGroup(services: [cleaner], logger: Logger(label: "test"))
+        let stopped = try await withThrowingTaskGroup(of: Bool.self) { tasks in
+            tasks.addTask {
+                try await group.run()
+                return true
+            }
+            tasks.addTask {
+                try await Task.sleep(for: .milliseconds(50))
+                await group.triggerGracefulShutdown()
+                // A bound for a broken test, far longer than stopping takes.
+                try await Task.sleep(for: .seconds(30))
+                return false
+            }
+            let first = try await tasks.next() ?? false
+            tasks.cancelAll()
+            return first
+        }
+        XCTAssertTrue(stopped, "the cleanup kept sleeping through the shutdown")
+    }
+
+    // MARK: Lock identity
+
+    func testTwoSpellingsOfOneDatabaseLockTheSameFile() async throws {
+        let first = try SQLiteLedger.open(StoreConfiguration(path: directory.databasePath))
+        defer { try? first.close() }
+        // A second directory whose rinha.db is a symlink to the first one's, reached
+        // through a symlinked directory as well.
+        let other = try TemporaryDirectory()
+        let linkedDirectory = other.url.appendingPathComponent("linked-dir").path
+        try FileManager.default.createSymbolicLink(atPath: linkedDirectory, withDestinationPath: directory.url.path)
+        let linkedFile = other.url.appendingPathComponent("rinha.db").path
+        try FileManager.default.createSymbolicLink(atPath: linkedFile, withDestinationPath: linkedDirectory + "/rinha.db")
+        let second = try SQLiteLedger.open(StoreConfiguration(path: linkedFile, writeDeadline: .milliseconds(100)))
+        defer { try? second.close() }
+        XCTAssertEqual(second.configuration.lockPath, first.configuration.lockPath)
+        XCTAssertEqual(
+            CrossProcessLock.lockPath(forDatabase: linkedDirectory + "/not-yet.db"),
+            CrossProcessLock.lockPath(forDatabase: directory.url.appendingPathComponent("not-yet.db").path),
+            "a file that does not exist yet resolves through its directory")
+        // The first instance's lock file held: the second instance must wait for it.
+        let held = try LockFileHolder(lockPath: first.configuration.lockPath)
+        do {
+            _ = try await second.apply(credit("linked"), toClient: 1)
+            XCTFail("wrote while the other instance held the lock")
+        } catch let error as LedgerUnavailable {
+            XCTAssertEqual(error, .notWritten(.deadlineExceeded))
+        }
+        held.release()
+    }
+
+    func testALockFileReplacedWhileInUseIsReopened() async throws {
+        let ledger = try SQLiteLedger.open(StoreConfiguration(path: directory.databasePath, writeDeadline: .milliseconds(100)))
+        defer { try? ledger.close() }
+        _ = try await ledger.apply(credit("before"), toClient: 1)
+        // Someone deletes the lock file; another instance starting now creates a new one
+        // and holds it. Our descriptor still points at the deleted file, which nobody holds.
+        let lockPath = ledger.configuration.lockPath
+        try FileManager.default.removeItem(atPath: lockPath)
+        let newcomer = try LockFileHolder(lockPath: lockPath)
+        do {
+            _ = try await ledger.apply(credit("during"), toClient: 1)
+            XCTFail("wrote while the newcomer held the lock file now at the path")
+        } catch let error as LedgerUnavailable {
+            XCTAssertEqual(error, .notWritten(.deadlineExceeded))
+        }
+        newcomer.release()
+        let after = try await ledger.apply(credit("after"), toClient: 1)
+        XCTAssertEqual(after.outcome, .applied(Balance(limit: 100_000, balance: 20)))
+    }
+
+    func testLockFileErrorsNameThePathAndTheSystemsMessage() {
+        let path = directory.url.appendingPathComponent("missing/dir/rinha.db.lock").path
+        XCTAssertThrowsError(try CrossProcessLock(path: path)) { error in
+            XCTAssertEqual("\(error)", "cannot use the lock file \(path): No such file or directory")
+        }
+    }
+
+    // MARK: Timestamps
+
+    func testRealizadaEmNeverGoesBackwardsWhenTheWallClockStepsBack() async throws {
+        let clock = ManualClock()
+        var configuration = StoreConfiguration(path: directory.databasePath)
+        configuration.wallClock = clock.read
+        let ledger = try SQLiteLedger.open(configuration)
+        defer { try? ledger.close() }
+        _ = try await ledger.apply(credit("t1"), toClient: 1)
+        clock.advance(by: -3_600_000_000)  // NTP steps the clock back an hour
+        _ = try await ledger.apply(credit("t2"), toClient: 1)
+        _ = try await ledger.apply(credit("t3"), toClient: 1)
+        let statement = try await XCTUnwrapAsync(await ledger.statement(forClient: 1))
+        XCTAssertEqual(statement.entries.map(\.description), ["t3", "t2", "t1"])
+        let times = statement.entries.map(\.performedAt)
+        XCTAssertTrue(zip(times, times.dropFirst()).allSatisfy { $0 > $1 }, "\(times)")
+        XCTAssertGreaterThanOrEqual(statement.takenAt, times[0])
+    }
+
+    // MARK: WAL size
+
+    func testTheWALShrinksBackAfterABurst() async throws {
+        let limit = 64 * 1024
+        let ledger = try SQLiteLedger.open(StoreConfiguration(path: directory.databasePath, maximumQueuedWrites: 10_000, walSizeLimitBytes: limit))
+        defer { try? ledger.close() }
+        let walPath = directory.databasePath + "-wal"
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<3_000 {
+                let request = try credit("b\(index)", amount: 1)
+                group.addTask { _ = try await ledger.apply(request, toClient: Int64(index % 5 + 1)) }
+            }
+            try await group.waitForAll()
+        }
+        let peak = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: walPath)[.size] as? Int)
+        XCTAssertGreaterThan(peak, limit, "the burst grew the WAL past the limit")
+        _ = try await ledger.database.writeWithoutTransaction { try $0.checkpoint(.passive) }
+        // The next commit restarts the WAL from its beginning and cuts the file back.
+        _ = try await ledger.apply(credit("after"), toClient: 1)
+        let size = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: walPath)[.size] as? Int)
+        XCTAssertLessThanOrEqual(size, limit)
+    }
+}
