@@ -12,6 +12,11 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "crebitos", targets: ["Crebitos"]),
+        // For the Benchmarks/ package (a package of its own, so that the server binary
+        // and CI's build do not carry the benchmark tooling): the layers it measures.
+        .library(name: "CrebitosLedger", targets: ["CrebitosLedger"]),
+        .library(name: "CrebitosStore", targets: ["CrebitosStore"]),
+        .library(name: "CrebitosHTTP", targets: ["CrebitosHTTP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),

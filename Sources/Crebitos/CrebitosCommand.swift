@@ -2,13 +2,14 @@ import ArgumentParser
 import CrebitosApp
 import Foundation
 
-/// `crebitos`: the API server (`crebitos serve`, the default), and the write-path benchmark.
+/// `crebitos`: the API server (`crebitos serve`, the default). The benchmarks live in the
+/// separate Benchmarks/ package: the server binary serves, it does not benchmark.
 @main
 struct CrebitosCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crebitos",
         abstract: "The crébitos debit-and-credit API (Rinha de Backend 2024/Q1) on a shared SQLite ledger.",
-        subcommands: [ServeCommand.self, BenchWritesCommand.self],
+        subcommands: [ServeCommand.self],
         defaultSubcommand: ServeCommand.self)
 }
 

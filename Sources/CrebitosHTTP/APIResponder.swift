@@ -118,19 +118,25 @@ public struct APIResponder<L: Ledger>: Sendable {
         }
         switch receipt.outcome {
         case .applied(let balance):
-            var json = JSONWriter(buffer: allocator.buffer(capacity: 48))
-            json.raw("{\"limite\":")
-            json.integer(balance.limit)
-            json.raw(",\"saldo\":")
-            json.integer(balance.balance)
-            json.raw("}")
-            return APIResponse(status: .ok, body: json.buffer, isReplay: receipt.isReplay)
+            return APIResponse(status: .ok, body: transactionJSON(balance, allocator: allocator), isReplay: receipt.isReplay)
         case .insufficientLimit: return APIResponse(.insufficientLimit, allocator: allocator)
         case .balanceCeilingReached: return APIResponse(.balanceCeiling, allocator: allocator)
         case .unknownClient: return APIResponse(.clientNotFound, allocator: allocator)
         case .idempotencyKeyReused: return APIResponse(.idempotencyKeyReused, allocator: allocator)
         case .idempotencyKeyInFlight: return APIResponse(.idempotencyKeyInFlight, allocator: allocator)
         }
+    }
+
+    /// The body of a 200 to a transaction. Public, like ``statementJSON(_:allocator:)``,
+    /// for the encode benchmark (Benchmarks/).
+    public static func transactionJSON(_ balance: Balance, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var json = JSONWriter(buffer: allocator.buffer(capacity: 48))
+        json.raw("{\"limite\":")
+        json.integer(balance.limit)
+        json.raw(",\"saldo\":")
+        json.integer(balance.balance)
+        json.raw("}")
+        return json.buffer
     }
 
     // MARK: - GET /clientes/{id}/extrato
@@ -152,7 +158,7 @@ public struct APIResponder<L: Ledger>: Sendable {
         }
     }
 
-    static func statementJSON(_ statement: AccountStatement, allocator: ByteBufferAllocator) -> ByteBuffer {
+    public static func statementJSON(_ statement: AccountStatement, allocator: ByteBufferAllocator) -> ByteBuffer {
         var json = JSONWriter(buffer: allocator.buffer(capacity: 128 + statement.entries.count * 100))
         json.raw("{\"saldo\":{\"total\":")
         json.integer(statement.balance.balance)

@@ -1,8 +1,9 @@
 import CrebitosLedger
 
 /// Turns the body of `POST /clientes/{id}/transacoes` into a ``TransactionRequest``.
-enum TransactionPayload {
-    enum DecodingError: Error, Equatable {
+/// Public for the decode benchmark (Benchmarks/).
+public enum TransactionPayload {
+    public enum DecodingError: Error, Equatable {
         /// The body is not JSON at all: 400.
         case notJSON(String)
         /// JSON, but not an object: 422.
@@ -11,7 +12,7 @@ enum TransactionPayload {
         case invalid(TransactionValidationError)
     }
 
-    static func decode(_ body: [UInt8]) throws(DecodingError) -> TransactionRequest {
+    public static func decode(_ body: [UInt8]) throws(DecodingError) -> TransactionRequest {
         var amount: JSONScanner.Value?
         var kind: JSONScanner.Value?
         var description: JSONScanner.Value?

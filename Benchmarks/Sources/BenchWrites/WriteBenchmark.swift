@@ -1,21 +1,18 @@
 import CrebitosLedger
+import CrebitosStore
 import Dispatch
+import Foundation
 import GRDB
 import Logging
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import ServiceLifecycle
 
 /// Measures the write path alone (no HTTP) from one process, so that several processes
-/// on one file can be compared: this store's group commit under the cross-process lock,
+/// on one file can be compared: the store's group commit under the cross-process lock,
 /// against the plain approach it replaces (an IMMEDIATE transaction per write, with
 /// SQLite's default busy handler as GRDB's `busyMode = .timeout` installs it).
 /// `scripts/bench-writes` runs it in two processes at once; docs/ARCHITECTURE.md has results.
-public enum WriteBenchmark {
-    public enum Strategy: String, CaseIterable, Sendable {
+enum WriteBenchmark {
+    enum Strategy: String, CaseIterable, Sendable {
         /// SQLiteLedger as the server runs it.
         case groupCommit = "group-commit"
         /// One `BEGIN IMMEDIATE` per write, GRDB `busyMode = .timeout(5)`, no lock file.
@@ -24,13 +21,13 @@ public enum WriteBenchmark {
 
     /// How writes arrive: at a Poisson rate (the contest's open model), or as fast as
     /// `concurrency` writers in a loop can go.
-    public enum Load: Sendable {
+    enum Load: Sendable {
         case poisson(perSecond: Double)
         case closedLoop(concurrency: Int)
     }
 
     /// Latency of each write in milliseconds, from submission to commit.
-    public static func run(
+    static func run(
         strategy: Strategy, databasePath: String, durability: Durability, load: Load, writes: Int,
         checkpointIntervalMilliseconds: Int = 0
     ) async throws -> [Double] {
@@ -63,11 +60,12 @@ public enum WriteBenchmark {
             var configuration = Configuration()
             configuration.busyMode = .timeout(5)
             let pool = try DatabasePool(path: databasePath, configuration: configuration)
-            try await pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = \(durability.pragmaValue)") }
+            // SQLite takes the level's name in any case: `full`, `normal`.
+            try await pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = \(durability.rawValue)") }
             write = { index in
                 try await pool.writeWithoutTransaction { db in
                     try db.inTransaction(.immediate) {
-                        try LedgerWrites.plainWrite(clientID: Int64(index % 5 + 1), credit: index.isMultiple(of: 2), in: db)
+                        try plainWrite(clientID: Int64(index % 5 + 1), credit: index.isMultiple(of: 2), in: db)
                         return .commit
                     }
                 }
@@ -110,21 +108,22 @@ public enum WriteBenchmark {
         }
     }
 
+    /// The baseline's write: the same two statements as the store's write of a
+    /// transaction (balance update with the limit read back, then the row), without
+    /// the idempotency and limit logic, which cost the same in both strategies.
+    private static func plainWrite(clientID: Int64, credit: Bool, in db: Database) throws {
+        _ = try Row.fetchOne(
+            db.cachedStatement(sql: "UPDATE clientes SET saldo = saldo + ? WHERE id = ? RETURNING limite, saldo"),
+            arguments: [credit ? 1 : -1, clientID])
+        let nowMicroseconds = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        try db.cachedStatement(sql: """
+            INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em) VALUES (?, 1, ?, 'bench', ?)
+            """).execute(arguments: [clientID, credit ? "c" : "d", nowMicroseconds])
+    }
+
     private static func timed(_ body: () async throws -> Void) async throws -> Double {
         let start = DispatchTime.now().uptimeNanoseconds
         try await body()
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1_000_000
-    }
-}
-
-extension LedgerWrites {
-    /// The benchmark's baseline write: the same two statements as a real transaction.
-    static func plainWrite(clientID: Int64, credit: Bool, in db: Database) throws {
-        _ = try Row.fetchOne(
-            db.cachedStatement(sql: "UPDATE clientes SET saldo = saldo + ? WHERE id = ? RETURNING limite, saldo"),
-            arguments: [credit ? 1 : -1, clientID])
-        try db.cachedStatement(sql: """
-            INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em) VALUES (?, 1, ?, 'bench', ?)
-            """).execute(arguments: [clientID, credit ? "c" : "d", WallClock.nowMicroseconds()])
     }
 }

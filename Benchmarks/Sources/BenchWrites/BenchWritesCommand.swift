@@ -2,8 +2,9 @@ import ArgumentParser
 import CrebitosStore
 import Foundation
 
-/// `crebitos bench-writes`: one process's share of the write-path benchmark
+/// `bench-writes`: one process's share of the write-path benchmark
 /// (scripts/bench-writes starts two at once on one file and merges their output).
+@main
 struct BenchWritesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-writes",
@@ -12,7 +13,7 @@ struct BenchWritesCommand: AsyncParsableCommand {
     @Option(help: "SQLite database file.")
     var database: String
 
-    @Option(help: "group-commit (this server's write path) or busy-timeout (the baseline).")
+    @Option(help: "group-commit (the server's write path) or busy-timeout (the baseline).")
     var strategy: String = "group-commit"
 
     @Option(help: "full or normal.")
