@@ -16,7 +16,7 @@ public struct ServerSettings: Sendable {
     /// nil: SQLite checkpoints the WAL inside commits (its default); otherwise a
     /// background service checkpoints at this interval (see WALCheckpointer).
     public var checkpointInterval: Duration?
-    /// NIO event loop threads. One by default: an instance gets 0.6 CPU, and NIO's own
+    /// NIO event loop threads. One by default: an instance gets 0.55 CPU, and NIO's own
     /// guess reads the cgroup quota in a container (1 loop) but sees every core natively.
     public var eventLoops: Int
     /// How long, after SIGTERM, the server keeps serving with `Connection: close` on every

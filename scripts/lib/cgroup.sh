@@ -3,9 +3,9 @@
 # Layout, the same names under every controller:
 #   <caller's cgroup>/<PARENT>           the whole stack: cpu usage, throttling and memory of
 #                                        all three services together (limit: their sum)
-#   <caller's cgroup>/<PARENT>/nginx     0.3 CPU, 50MB  (from docker-compose.yml)
-#   <caller's cgroup>/<PARENT>/api01     0.6 CPU, 250MB
-#   <caller's cgroup>/<PARENT>/api02     0.6 CPU, 250MB
+#   <caller's cgroup>/<PARENT>/nginx     0.4 CPU, 50MB  (from docker-compose.yml)
+#   <caller's cgroup>/<PARENT>/api01     0.55 CPU, 250MB
+#   <caller's cgroup>/<PARENT>/api02     0.55 CPU, 250MB
 # Under v1 the groups are made inside the cgroup the caller already runs in (not at the root of
 # the hierarchy), so the stack stays accounted wherever the caller's session is accounted;
 # under v2 they hang off the root (see cg_base). Only the v1 path has run on the machines this
