@@ -69,16 +69,26 @@ public final class PostgresLedger: Ledger {
             ("idle_in_transaction_session_timeout", deadline),
             ("application_name", "crebitos"),
         ]
-        let client = PostgresClient(configuration: pool, backgroundLogger: logger)
-        let runTask = Task { await client.run() }
+        // The schema on a connection of its own, before the pool exists: a server that
+        // cannot be reached fails the start at once (the pool would retry for a minute).
+        var single: PostgresConnection.Configuration
+        switch url.endpoint {
+        case .tcp(let host, let port):
+            single = .init(host: host, port: port, username: url.user, password: url.password, database: url.database, tls: .disable)
+        case .unixSocket(let directory, let port):
+            single = .init(unixSocketPath: "\(directory)/.s.PGSQL.\(port)", username: url.user, password: url.password, database: url.database)
+        }
+        single.options.additionalStartupParameters = pool.options.additionalStartupParameters
+        let connection = try await PostgresConnection.connect(configuration: single, id: 0, logger: logger)
         do {
-            try await client.withConnection { connection in
-                try await PostgresSchema.prepare(connection, logger: logger)
-            }
+            try await PostgresSchema.prepare(connection, logger: logger)
         } catch {
-            runTask.cancel()
+            try? await connection.close()
             throw error
         }
+        try await connection.close()
+        let client = PostgresClient(configuration: pool, backgroundLogger: logger)
+        let runTask = Task { await client.run() }
         return PostgresLedger(configuration: configuration, client: client, runTask: runTask, logger: logger)
     }
 

@@ -18,6 +18,14 @@ need_cmd() {
     die "'$cmd' is missing: install it with: sudo apt-get install -y $pkg"
   fi
   log "installing $pkg (for $cmd)"
+  apt_install "$pkg"
+  command -v "$cmd" >/dev/null 2>&1 || die "installed $pkg but '$cmd' is still missing"
+}
+
+# apt_install PACKAGE: install PACKAGE from Debian (as root), with its services kept from
+# starting.
+apt_install() {
+  local pkg=$1
   # policy-rc.d answering 101 stops Debian's maintainer scripts from starting the package's
   # own service (Debian's nginx would otherwise start a system nginx on port 80 that this
   # stack did not ask for). It is removed again right after.
@@ -34,7 +42,7 @@ need_cmd() {
       || { [ "$created_policy" -eq 1 ] && rm -f "$policy"; die "apt-get install $pkg failed"; }
   fi
   [ "$created_policy" -eq 1 ] && rm -f "$policy"
-  command -v "$cmd" >/dev/null 2>&1 || die "installed $pkg but '$cmd' is still missing"
+  return 0
 }
 
 # abspath PATH: PATH made absolute against the repository root (the scripts' working
