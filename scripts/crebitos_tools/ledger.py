@@ -51,7 +51,9 @@ def psql(url, sql):
     out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", FS, "-R", RS,
                           "-P", "null=\x01", "-d", url, "-c", sql],
                          check=True, capture_output=True, text=True).stdout
-    return [[None if f == "\x01" else f for f in rec.split(FS)] for rec in out.rstrip("\n").split(RS) if rec.strip("\n")]
+    # Records end with RS, except the last of each statement's result, which ends with a
+    # newline (no stored text holds one either).
+    return [[None if f == "\x01" else f for f in rec.split(FS)] for rec in out.replace("\n", RS).split(RS) if rec]
 
 
 def postgres_snapshot(url):

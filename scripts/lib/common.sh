@@ -49,7 +49,7 @@ apt_install() {
 # directory for every relative path, whatever directory they are called from).
 abspath() {
   case "$1" in
-    /*) printf '%s\n' "$1" ;;
+    /*|postgres://*|postgresql://*) printf '%s\n' "$1" ;;   # a PostgreSQL URL is not a path
     *)  printf '%s\n' "$REPO_ROOT/$1" ;;
   esac
 }
@@ -121,10 +121,11 @@ free_port() {
 
 # --- limits: docker-compose.yml is the single source -----------------------------------------
 # compose_limit SERVICE cpus|memory: the value of deploy.resources.limits for SERVICE in
-# docker-compose.yml. api01 and api02 take theirs from the x-api anchor they merge. This reads
+# docker-compose.yml ($COMPOSE_LIMITS_FILE when set: a stack on PostgreSQL reads
+# docker-compose.postgres.yml). api01 and api02 take theirs from the x-api anchor they merge. This reads
 # the file's known layout (two-space indented services), not YAML in general.
 compose_limit() {
-  local service=$1 key=$2 file="$REPO_ROOT/docker-compose.yml" value
+  local service=$1 key=$2 file=${COMPOSE_LIMITS_FILE:-$REPO_ROOT/docker-compose.yml} value
   value=$(awk -v want="$service" -v key="$key" '
     /^[^ #]/            { sect = $1; sub(":.*", "", sect) }        # top-level key
     /^  [A-Za-z0-9_-]+:/ && top == "services" { sect = $1; sub(":.*", "", sect) }
