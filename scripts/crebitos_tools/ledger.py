@@ -51,8 +51,13 @@ def psql(url, sql):
     out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", FS, "-R", RS,
                           "-P", "null=\x01", "-d", url, "-c", sql],
                          check=True, capture_output=True, text=True).stdout
-    # Records end with RS, except the last of each statement's result, which ends with a
-    # newline (no stored text holds one either).
+    return parse_psql(out)
+
+
+def parse_psql(out):
+    """psql's unaligned output (FS between fields, RS between records) as lists of strings.
+    Records end with RS, except the last of each statement's result, which ends with a
+    newline (no stored text holds one either); \\x01 stands for NULL."""
     return [[None if f == "\x01" else f for f in rec.split(FS)] for rec in out.replace("\n", RS).split(RS) if rec]
 
 
