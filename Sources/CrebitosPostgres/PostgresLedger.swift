@@ -120,11 +120,15 @@ public final class PostgresLedger: Ledger {
 
     private func write(_ request: TransactionRequest, clientID: Int64, key: IdempotencyKey?) async -> Result<TransactionReceipt, LedgerUnavailable> {
         let progress = Progress()
-        let now = configuration.wallClock()
         let logger = self.logger
+        // Like the SQLite store's write deadline: a write that waited this long for a
+        // connection (all of them busy) is refused before it begins, never committed late.
+        let deadline = ContinuousClock.now + configuration.writeDeadline
         do {
-            let receipt = try await client.withConnection { connection in
-                try await Self.inTransaction(connection, progress: progress, logger: logger) {
+            let receipt: TransactionReceipt = try await client.withConnection { connection -> TransactionReceipt in
+                guard ContinuousClock.now < deadline else { throw LedgerUnavailable.notWritten(.deadlineExceeded) }
+                let now = configuration.wallClock()
+                return try await Self.inTransaction(connection, progress: progress, logger: logger) {
                     if let key {
                         return try await Self.applyWithKey(request, clientID: clientID, key: key, at: now, on: connection, logger: logger)
                     }
@@ -237,6 +241,7 @@ public final class PostgresLedger: Ledger {
 
     /// What a failed write promises the client.
     static func unavailable(_ error: any Error, commitSent: Bool) -> LedgerUnavailable {
+        if let error = error as? LedgerUnavailable { return error }
         if let error = error as? PSQLError {
             switch error.code {
             case .server:
