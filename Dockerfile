@@ -29,8 +29,10 @@ FROM debian:bookworm-slim
 # curl: the compose health check reaches the instance's /health over its Unix socket.
 # python3: scripts/audit inspects the live database (docker compose exec api01 scripts/audit);
 # sqlite3: the CLI, for backups (VACUUM INTO) and a look by hand.
+# postgresql-client: psql, with which scripts/audit reads the PostgreSQL store
+# (docker-compose.postgres.yml); the PostgreSQL store itself needs no library at run time.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libsqlite3-0 sqlite3 curl python3 \
+ && apt-get install -y --no-install-recommends libsqlite3-0 sqlite3 curl python3 postgresql-client \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /out/crebitos /app/crebitos

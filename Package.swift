@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // The domain: what a transaction request is, the rules it must obey,
@@ -44,6 +45,18 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: releaseSettings
+        ),
+        // The PostgreSQL store: the same ledger on a PostgreSQL server (postgres-nio, no
+        // ORM), for more than one host. The only other layer that knows SQL.
+        .target(
+            name: "CrebitosPostgres",
+            dependencies: [
+                "CrebitosLedger",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: releaseSettings
@@ -70,6 +83,7 @@ let package = Package(
             dependencies: [
                 "CrebitosLedger",
                 "CrebitosStore",
+                "CrebitosPostgres",
                 "CrebitosHTTP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -89,6 +103,18 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
+        // For the tests: a throwaway PostgreSQL server (Debian's binaries, initdb in a
+        // temporary directory as the unprivileged `postgres` user) when
+        // CREBITOS_TEST_POSTGRES_URL does not name one, and a fresh database per test.
+        .target(
+            name: "CrebitosTestSupport",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            path: "Tests/CrebitosTestSupport"
+        ),
         .testTarget(
             name: "CrebitosLedgerTests",
             dependencies: ["CrebitosLedger"]
@@ -98,8 +124,11 @@ let package = Package(
             dependencies: [
                 "CrebitosLedger",
                 "CrebitosStore",
+                "CrebitosPostgres",
+                "CrebitosTestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -110,6 +139,8 @@ let package = Package(
                 "CrebitosHTTP",
                 "CrebitosLedger",
                 "CrebitosStore",
+                "CrebitosPostgres",
+                "CrebitosTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -120,6 +151,8 @@ let package = Package(
             name: "CrebitosProcessTests",
             dependencies: [
                 "CrebitosStore",
+                "CrebitosPostgres",
+                "CrebitosTestSupport",
                 "CrebitosLedger",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),

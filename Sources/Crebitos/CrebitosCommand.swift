@@ -8,7 +8,7 @@ import Foundation
 struct CrebitosCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crebitos",
-        abstract: "The crébitos debit-and-credit API (Rinha de Backend 2024/Q1) on a shared SQLite ledger.",
+        abstract: "The crébitos debit-and-credit API (Rinha de Backend 2024/Q1) on a shared SQLite file or a PostgreSQL database.",
         subcommands: [ServeCommand.self],
         defaultSubcommand: ServeCommand.self)
 }
@@ -34,13 +34,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp(Setting.idleTimeoutMs.help)) var idleTimeoutMs: String?
     @Option(help: ArgumentHelp(Setting.metrics.help)) var metrics: String?
     @Option(help: ArgumentHelp(Setting.writeDeadlineMs.help)) var writeDeadlineMs: String?
+    @Option(help: ArgumentHelp(Setting.postgresConnections.help)) var postgresConnections: String?
 
     func run() async throws {
         let flags: [Setting: String?] = [
             .database: database, .listen: listen, .synchronous: synchronous, .instance: instance,
             .logLevel: logLevel, .eventLoops: eventLoops, .checkpointMs: checkpointMs, .drainMs: drainMs,
             .requestTimeoutMs: requestTimeoutMs, .idleTimeoutMs: idleTimeoutMs, .metrics: metrics,
-            .writeDeadlineMs: writeDeadlineMs,
+            .writeDeadlineMs: writeDeadlineMs, .postgresConnections: postgresConnections,
         ]
         let settings: ServerSettings
         do {

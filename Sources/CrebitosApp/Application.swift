@@ -1,5 +1,6 @@
 import CrebitosHTTP
 import CrebitosLedger
+import CrebitosPostgres
 import CrebitosStore
 import Foundation
 import Logging
@@ -19,11 +20,11 @@ public final class Application: Sendable {
     public let listeningAddress: EventLoopFuture<SocketAddress>
     private let serviceGroup: ServiceGroup
     private let eventLoopGroup: MultiThreadedEventLoopGroup
-    private let closeLedger: @Sendable () throws -> Void
+    private let closeLedger: @Sendable () async throws -> Void
 
     init(
         settings: ServerSettings, listeningAddress: EventLoopFuture<SocketAddress>, serviceGroup: ServiceGroup,
-        eventLoopGroup: MultiThreadedEventLoopGroup, closeLedger: @escaping @Sendable () throws -> Void
+        eventLoopGroup: MultiThreadedEventLoopGroup, closeLedger: @escaping @Sendable () async throws -> Void
     ) {
         self.settings = settings
         self.listeningAddress = listeningAddress
@@ -41,7 +42,7 @@ public final class Application: Sendable {
         } catch {
             failure = error
         }
-        try? closeLedger()
+        try? await closeLedger()
         try? await eventLoopGroup.shutdownGracefully()
         settings.logger.info("crebitos stopped")
         if let failure { throw failure }
@@ -53,51 +54,79 @@ public final class Application: Sendable {
     }
 }
 
-/// Opens the database (creating it and its directory if needed) and assembles the server.
+/// Opens the database (a SQLite file, created with its directory if needed, or a
+/// PostgreSQL database, whose schema is created if missing) and assembles the server.
 /// It listens only once ``Application/run()`` runs, so `/health` answering means the
-/// database is ready.
-public func buildApplication(_ settings: ServerSettings, handleSignals: Bool = true) throws -> Application {
+/// database was reachable and its schema ready.
+public func buildApplication(_ settings: ServerSettings, handleSignals: Bool = true) async throws -> Application {
     let logger = settings.logger
-    try FileManager.default.createDirectory(
-        atPath: (settings.databasePath as NSString).deletingLastPathComponent.isEmpty
-            ? "." : (settings.databasePath as NSString).deletingLastPathComponent,
-        withIntermediateDirectories: true)
     let registry = PrometheusCollectorRegistry()
     let factory = PrometheusMetricsFactory(registry: registry).withCrebitosBuckets()
-    var storeConfiguration = settings.storeConfiguration
-    if settings.metricsEnabled { storeConfiguration.metricsFactory = factory }
-    let ledger = try SQLiteLedger.open(storeConfiguration)
-    let synchronous = try ledger.writerSynchronousMode()
-
-    let metrics: ServerMetrics?
-    if settings.metricsEnabled {
-        let walBytes = Gauge(label: "crebitos_wal_bytes", factory: factory)
-        metrics = ServerMetrics(factory: factory) {
-            walBytes.record(ledger.walFileSize())  // read when scraped, not on every commit
+    let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: settings.eventLoops)
+    var metrics: ServerMetrics?
+    /// The HTTP server on the ledger, built with the concrete ledger type so that the
+    /// request path is specialised for it.
+    func makeServer<L: Ledger>(_ ledger: L) -> (service: any Service, listeningAddress: EventLoopFuture<SocketAddress>) {
+        let responder = APIResponder(ledger: ledger, instanceName: settings.instanceName, metrics: metrics, logger: logger)
+        let server = HTTPServer(
+            configuration: .init(address: settings.listen, timeouts: settings.timeouts, drainPeriod: settings.drainPeriod),
+            responder: responder, group: eventLoopGroup, logger: logger)
+        return (server, server.listeningAddress)
+    }
+    let server: (service: any Service, listeningAddress: EventLoopFuture<SocketAddress>)
+    let backgroundServices: [any Service]
+    let closeLedger: @Sendable () async throws -> Void
+    /// What /metrics reads when scraped, besides the registry (SQLite's WAL size).
+    var beforeScrape: @Sendable () -> Void = {}
+    func makeMetrics() {
+        guard settings.metricsEnabled else { return }
+        metrics = ServerMetrics(factory: factory) { [beforeScrape] in
+            beforeScrape()
             return registry.emitToBuffer()
         }
-    } else {
-        metrics = nil
     }
-    let responder = APIResponder(ledger: ledger, instanceName: settings.instanceName, metrics: metrics, logger: logger)
-    let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: settings.eventLoops)
-    let server = HTTPServer(
-        configuration: .init(address: settings.listen, timeouts: settings.timeouts, drainPeriod: settings.drainPeriod),
-        responder: responder, group: eventLoopGroup, logger: logger)
-
-    logger.info(
-        "crebitos starting",
-        metadata: [
-            "listen": "\(settings.listen)",
+    var engineMetadata: Logger.Metadata
+    if let postgres = settings.postgresConfiguration {
+        let store = try await PostgresLedger.open(postgres, logger: logger)
+        makeMetrics()
+        server = makeServer(store)
+        backgroundServices = store.backgroundServices(logger: logger)
+        closeLedger = { await store.close() }
+        engineMetadata = [
+            "database": "\(postgres.url)",
+            "connections": "\(postgres.maximumConnections)",
+        ]
+    } else {
+        try FileManager.default.createDirectory(
+            atPath: (settings.databasePath as NSString).deletingLastPathComponent.isEmpty
+                ? "." : (settings.databasePath as NSString).deletingLastPathComponent,
+            withIntermediateDirectories: true)
+        var storeConfiguration = settings.storeConfiguration
+        if settings.metricsEnabled { storeConfiguration.metricsFactory = factory }
+        let store = try SQLiteLedger.open(storeConfiguration)
+        let synchronous = try store.writerSynchronousMode()
+        backgroundServices = try store.backgroundServices(logger: logger)
+        closeLedger = { try store.close() }
+        if settings.metricsEnabled {
+            let walBytes = Gauge(label: "crebitos_wal_bytes", factory: factory)
+            beforeScrape = { walBytes.record(store.walFileSize()) }  // read when scraped, not on every commit
+        }
+        makeMetrics()
+        server = makeServer(store)
+        engineMetadata = [
             "database": "\(settings.databasePath)",
             "synchronous": "\(settings.durability.rawValue) (PRAGMA synchronous=\(synchronous))",
-            "eventLoops": "\(settings.eventLoops)",
             "checkpoint": "\(settings.checkpointInterval.map { "background every \($0)" } ?? "sqlite automatic")",
-            "metrics": "\(settings.metricsEnabled ? "on" : "off")",
-        ])
+        ]
+    }
+
+    engineMetadata["listen"] = "\(settings.listen)"
+    engineMetadata["eventLoops"] = "\(settings.eventLoops)"
+    engineMetadata["metrics"] = "\(settings.metricsEnabled ? "on" : "off")"
+    logger.info("crebitos starting", metadata: engineMetadata)
     // A service group shuts its services down in reverse order: the server first (drain,
     // stop accepting, answer what is in flight), then the ledger's background services.
-    let services: [any Service] = try ledger.backgroundServices(logger: logger) + [server]
+    let services: [any Service] = backgroundServices + [server.service]
     var configuration = ServiceGroupConfiguration(
         services: services.map { .init(service: $0) },
         gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
@@ -105,7 +134,7 @@ public func buildApplication(_ settings: ServerSettings, handleSignals: Bool = t
     configuration.maximumGracefulShutdownDuration = settings.shutdownTimeout
     return Application(
         settings: settings, listeningAddress: server.listeningAddress, serviceGroup: ServiceGroup(configuration: configuration),
-        eventLoopGroup: eventLoopGroup, closeLedger: { try ledger.close() })
+        eventLoopGroup: eventLoopGroup, closeLedger: closeLedger)
 }
 
 extension ServerSettings {

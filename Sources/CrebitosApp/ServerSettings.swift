@@ -1,4 +1,5 @@
 import CrebitosHTTP
+import CrebitosPostgres
 import CrebitosStore
 import Logging
 import NIOCore
@@ -7,7 +8,10 @@ import NIOCore
 /// ``resolve(flags:environment:)``: a value that does not parse stops the process at
 /// start with a message naming the flag or variable, never a silent default.
 public struct ServerSettings: Sendable {
-    public var databasePath: String
+    /// Where the ledger lives: a SQLite file, or a PostgreSQL database.
+    public var database: DatabaseLocation
+    /// Connections each instance keeps to PostgreSQL at most (unused with SQLite).
+    public var postgresConnections: Int = PostgresStoreConfiguration.defaultMaximumConnections
     public var listen: ListenAddress
     public var durability: Durability
     /// Shown in the `x-instance` header and in logs (api01, api02).
@@ -42,7 +46,7 @@ public struct ServerSettings: Sendable {
         timeouts: ConnectionTimeouts = ConnectionTimeouts(),
         metricsEnabled: Bool = true
     ) {
-        self.databasePath = databasePath
+        self.database = .sqlite(path: databasePath)
         self.listen = listen
         self.durability = durability
         self.instanceName = instanceName
@@ -52,6 +56,23 @@ public struct ServerSettings: Sendable {
         self.drainPeriod = drainPeriod
         self.timeouts = timeouts
         self.metricsEnabled = metricsEnabled
+    }
+
+    /// The SQLite file's path, or the PostgreSQL URL without its password. Setting it
+    /// chooses a SQLite file.
+    public var databasePath: String {
+        get {
+            switch database {
+            case .sqlite(let path): path
+            case .postgres(let url): url.description
+            }
+        }
+        set { database = .sqlite(path: newValue) }
+    }
+
+    var postgresConfiguration: PostgresStoreConfiguration? {
+        guard case .postgres(let url) = database else { return nil }
+        return PostgresStoreConfiguration(url: url, maximumConnections: postgresConnections, writeDeadline: writeDeadline)
     }
 
     var storeConfiguration: StoreConfiguration {
@@ -67,12 +88,19 @@ public struct ServerSettings: Sendable {
     var shutdownTimeout: Duration { drainPeriod + .seconds(5) }
 }
 
+/// Where the ledger lives, decided once from `--database`: a `postgres://` or
+/// `postgresql://` URL means PostgreSQL, anything else is a SQLite file's path.
+public enum DatabaseLocation: Sendable, Hashable {
+    case sqlite(path: String)
+    case postgres(PostgresURL)
+}
+
 /// One setting: its flag, its environment variable, its default and what it means. The
 /// command's `--help` and the resolver read the same table, so the help shows the real
 /// defaults.
 public enum Setting: String, CaseIterable, Sendable {
     case database, listen, synchronous, instance, logLevel, eventLoops, checkpointMs, drainMs
-    case requestTimeoutMs, idleTimeoutMs, metrics, writeDeadlineMs
+    case requestTimeoutMs, idleTimeoutMs, metrics, writeDeadlineMs, postgresConnections
 
     /// `--log-level` for `logLevel`.
     public var flag: String {
@@ -100,23 +128,27 @@ public enum Setting: String, CaseIterable, Sendable {
         case .idleTimeoutMs: "75000"
         case .metrics: "on"
         case .writeDeadlineMs: "2000"
+        case .postgresConnections: "\(PostgresStoreConfiguration.defaultMaximumConnections)"
         }
     }
 
     var meaning: String {
         switch self {
-        case .database: "SQLite database file, created with its schema and clients if missing (its directory too)"
+        case .database:
+            "A SQLite database file, created with its schema and clients if missing (its directory too), or a PostgreSQL URL "
+                + "postgres://user:password@host:port/database (schema and clients created if missing; no TLS)"
         case .listen: "host:port or unix:/path/to.sock"
-        case .synchronous: "full (a 200 survives a power cut) or normal (it survives a process crash)"
+        case .synchronous: "SQLite only (ignored with PostgreSQL, whose server decides): full (a 200 survives a power cut) or normal (it survives a process crash)"
         case .instance: "Name in the x-instance header and the logs"
         case .logLevel: "trace, debug, info, notice, warning, error or critical"
         case .eventLoops: "NIO event loop threads, 1 to 64"
-        case .checkpointMs: "0: SQLite checkpoints the WAL inside commits; N: a background task does it every N ms"
+        case .checkpointMs: "SQLite only (ignored with PostgreSQL): 0: SQLite checkpoints the WAL inside commits; N: a background task does it every N ms"
         case .drainMs: "After SIGTERM, keep serving this long with 'Connection: close' before closing"
         case .requestTimeoutMs: "A request's body must arrive within this many ms of its head (else 408)"
         case .idleTimeoutMs: "An idle connection is closed after this many ms (keep it above nginx's keepalive_timeout)"
         case .metrics: "on: GET /metrics serves Prometheus metrics; off: nothing is counted"
-        case .writeDeadlineMs: "A write that waited this many ms for its turn is answered 503 and never written (keep it well below nginx's proxy_read_timeout)"
+        case .writeDeadlineMs: "A write that waited this many ms for its turn is answered 503 and never written (keep it well below nginx's proxy_read_timeout); with PostgreSQL, the connections' statement_timeout"
+        case .postgresConnections: "PostgreSQL only: connections each instance keeps to the server at most, 1 to 64"
         }
     }
 
@@ -137,7 +169,7 @@ extension ServerSettings {
     public static func resolve(
         flags: [Setting: String], environment: [String: String]
     ) throws(SettingsError) -> ServerSettings {
-        func read<T>(_ setting: Setting, _ requirement: String, _ parse: (String) -> T?) throws(SettingsError) -> T {
+        func read<T>(_ setting: Setting, _ requirement: @autoclosure () -> String, _ parse: (String) -> T?) throws(SettingsError) -> T {
             let source: String
             let text: String
             if let flag = flags[setting] {
@@ -147,7 +179,7 @@ extension ServerSettings {
             } else {
                 (source, text) = ("the default of \(setting.flag)", setting.defaultValue)
             }
-            guard let value = parse(text) else { throw SettingsError(description: "\(source): \(requirement)") }
+            guard let value = parse(text) else { throw SettingsError(description: "\(source): \(requirement())") }
             return value
         }
         func whole(_ range: ClosedRange<Int>) -> (String) -> Int? {
@@ -159,8 +191,21 @@ extension ServerSettings {
         let requestTimeoutMs = try read(.requestTimeoutMs, "must be a number of milliseconds from 10 to 600000", whole(10...600_000))
         let idleTimeoutMs = try read(.idleTimeoutMs, "must be a number of milliseconds from 10 to 3600000", whole(10...3_600_000))
         let writeDeadlineMs = try read(.writeDeadlineMs, "must be a number of milliseconds from 1 to 60000", whole(1...60_000))
+        var urlProblem: String?
+        let database = try read(
+            .database,
+            urlProblem.map { "is not a usable PostgreSQL URL: \($0)" } ?? "must be a file path or a postgres:// URL"
+        ) { text -> DatabaseLocation? in
+            guard !text.isEmpty else { return nil }
+            guard PostgresURL.looksLikeURL(text) else { return .sqlite(path: text) }
+            do throws(PostgresURL.ParseError) {
+                return .postgres(try PostgresURL(text))
+            } catch {
+                urlProblem = error.description
+                return nil
+            }
+        }
         var settings = ServerSettings(
-            databasePath: try read(.database, "must not be empty") { $0.isEmpty ? nil : $0 },
             listen: try read(.listen, "must be host:port or unix:/path") { ListenAddress($0) },
             durability: try read(.synchronous, "must be full or normal") { Durability(rawValue: $0.lowercased()) },
             instanceName: try read(.instance, "must be 1 to 64 printable ASCII characters without spaces") { name in
@@ -176,6 +221,8 @@ extension ServerSettings {
                 requestBody: .milliseconds(Int64(requestTimeoutMs)), idle: .milliseconds(Int64(idleTimeoutMs))),
             metricsEnabled: try read(.metrics, "must be on or off") { ["on": true, "off": false][$0.lowercased()] })
         settings.writeDeadline = .milliseconds(writeDeadlineMs)
+        settings.database = database
+        settings.postgresConnections = try read(.postgresConnections, "must be a whole number from 1 to 64", whole(1...64))
         return settings
     }
 }

@@ -1,20 +1,5 @@
+import CrebitosLedger
 import GRDB
-
-/// One client's balance checked against its stored transactions.
-public struct ClientAudit: Sendable, Hashable {
-    public let clientID: Int64
-    public let limit: Int64
-    public let balance: Int64
-    /// Σ credits − Σ debits over the client's stored transactions.
-    public let sumOfTransactions: Int64
-    public let transactionCount: Int
-
-    /// The ledger's invariants (docs/API.md): the balance is what the transactions add up to, and never
-    /// below `-limite`.
-    public var isConsistent: Bool {
-        balance == sumOfTransactions && balance >= -limit
-    }
-}
 
 extension SQLiteLedger {
     /// Checks every client's invariants in one snapshot. `scripts/audit` runs the same

@@ -1,3 +1,4 @@
+import CrebitosLedger
 import GRDB
 
 /// The database schema and the challenge's five clients.
@@ -6,13 +7,7 @@ import GRDB
 /// file with the sqlite3 CLI read the same words as in the API.
 enum Schema {
     /// The clients every new database starts with (docs/API.md, "The five clients").
-    static let initialClients: [(id: Int64, limit: Int64)] = [
-        (1, 100_000),
-        (2, 80_000),
-        (3, 1_000_000),
-        (4, 10_000_000),
-        (5, 500_000),
-    ]
+    static let initialClients = InitialClients.all
 
     /// The migrator is run by ``SQLiteLedger/open(_:)`` while it holds the cross-process
     /// lock, because GRDB's migrator is not safe when two processes migrate at once.

@@ -1,5 +1,6 @@
 import CrebitosApp
 import CrebitosHTTP
+import CrebitosPostgres
 import XCTest
 
 final class ServerSettingsTests: XCTestCase {
@@ -36,12 +37,39 @@ final class ServerSettingsTests: XCTestCase {
             ([:], ["CREBITOS_LOG_LEVEL": "verbose"], "CREBITOS_LOG_LEVEL='verbose'"),
             ([:], ["CREBITOS_METRICS": "yes"], "CREBITOS_METRICS='yes'"),
             ([.instance: "api 01"], [:], "--instance 'api 01'"),
+            ([:], ["CREBITOS_DATABASE": "postgres://u@h:99999/db"], "CREBITOS_DATABASE='postgres://u@h:99999/db': is not a usable PostgreSQL URL: the port"),
+            ([.database: "postgresql://u@/db"], [:], "--database 'postgresql://u@/db': is not a usable PostgreSQL URL: the host is missing"),
+            ([:], ["CREBITOS_DATABASE": "postgres://h/db?sslmode=require"], "CREBITOS_DATABASE='postgres://h/db?sslmode=require': is not a usable PostgreSQL URL: only sslmode=disable"),
+            ([:], ["CREBITOS_POSTGRES_CONNECTIONS": "0"], "CREBITOS_POSTGRES_CONNECTIONS='0'"),
         ]
         for (flags, environment, named) in cases {
             XCTAssertThrowsError(try ServerSettings.resolve(flags: flags, environment: environment)) { error in
                 XCTAssertTrue("\(error)".hasPrefix(named), "\(error)")
             }
         }
+    }
+
+    func testADatabaseURLChoosesPostgreSQLAndAPathSQLite() throws {
+        let postgres = try ServerSettings.resolve(
+            flags: [:], environment: ["CREBITOS_DATABASE": "postgres://rinha:s%40cret@127.0.0.1:5433/rinha", "CREBITOS_POSTGRES_CONNECTIONS": "4"])
+        guard case .postgres(let url) = postgres.database else { return XCTFail("\(postgres.database)") }
+        XCTAssertEqual(url.endpoint, .tcp(host: "127.0.0.1", port: 5433))
+        XCTAssertEqual(url.user, "rinha")
+        XCTAssertEqual(url.password, "s@cret")
+        XCTAssertEqual(url.database, "rinha")
+        XCTAssertEqual(postgres.databasePath, "postgres://rinha:***@127.0.0.1:5433/rinha", "the password never reaches a log")
+        XCTAssertEqual(postgres.postgresConnections, 4)
+        let socket = try ServerSettings.resolve(flags: [.database: "postgresql://app@/ledger?host=/run/postgresql"], environment: [:])
+        guard case .postgres(let socketURL) = socket.database else { return XCTFail("\(socket.database)") }
+        XCTAssertEqual(socketURL.endpoint, .unixSocket(directory: "/run/postgresql", port: 5432))
+        XCTAssertEqual(socketURL.database, "ledger")
+        let defaults = try ServerSettings.resolve(flags: [.database: "postgres://db.internal"], environment: [:])
+        guard case .postgres(let defaultsURL) = defaults.database else { return XCTFail("\(defaults.database)") }
+        XCTAssertEqual(defaultsURL.endpoint, .tcp(host: "db.internal", port: 5432))
+        XCTAssertEqual(defaultsURL.user, "postgres")
+        XCTAssertEqual(defaultsURL.database, "postgres")
+        let sqlite = try ServerSettings.resolve(flags: [.database: "/var/lib/postgres-backup.db"], environment: [:])
+        XCTAssertEqual(sqlite.database, .sqlite(path: "/var/lib/postgres-backup.db"))
     }
 
     func testHelpShowsTheRealDefaultAndVariable() {

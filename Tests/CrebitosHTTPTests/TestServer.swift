@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import CrebitosApp
+import CrebitosLedger
 import CrebitosStore
 import Foundation
 import NIOCore
@@ -27,7 +28,7 @@ struct TestServer {
             listen: .tcp(host: "127.0.0.1", port: 0), instanceName: "api-test", logLevel: .warning,
             drainPeriod: .milliseconds(50))
         configure(&settings)
-        let app = try buildApplication(settings, handleSignals: false)
+        let app = try await buildApplication(settings, handleSignals: false)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await app.run() }
             do {

@@ -1,12 +1,16 @@
 import AsyncHTTPClient
 import CrebitosStore
+import CrebitosTestSupport
 import Foundation
 import GRDB
+import Logging
 import NIOCore
+import PostgresNIO
 import XCTest
 
-/// Two real server processes on one database file, as in production (without nginx):
-/// one listens on TCP, the other on a Unix socket. Requests go to both at once.
+/// Two real server processes on one database, as in production (without nginx): one
+/// listens on TCP, the other on a Unix socket. Requests go to both at once. Once on one
+/// SQLite file, once on one PostgreSQL database (of its own, on the test server).
 final class TwoProcessTests: XCTestCase {
     private static let limits: [Int64: Int64] = [1: 100_000, 2: 80_000, 3: 1_000_000, 4: 10_000_000, 5: 500_000]
 
@@ -22,6 +26,24 @@ final class TwoProcessTests: XCTestCase {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let databasePath = directory.appendingPathComponent("rinha.db").path
+        let answered = try await runTwoProcesses(database: databasePath, directory: directory)
+        // The file, read after both processes are gone.
+        try Self.verifyLedger(at: databasePath, answered: answered)
+    }
+
+    func testConcurrentWritesOnTwoProcessesKeepTheLedgerExactOnPostgreSQL() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("crebitos-2p-pg-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let url = try await TemporaryPostgres.freshDatabaseURL()
+        let answered = try await runTwoProcesses(database: url, directory: directory)
+        let stored = try await Self.storedOnPostgreSQL(url)
+        try Self.verify(stored: stored.transactions, balances: stored.balances, answered: answered)
+    }
+
+    /// Starts two servers on `database` at the same moment (before either created the
+    /// schema), sends both 600 writes, stops them; returns the writes answered 200.
+    private func runTwoProcesses(database databasePath: String, directory: URL) async throws -> [Answered] {
 
         // Both start at the same moment on a file that does not exist yet.
         let servers = [
@@ -62,15 +84,35 @@ final class TwoProcessTests: XCTestCase {
             for server in servers {
                 XCTAssertEqual(server.process.terminationStatus, 0, "clean exit on SIGTERM: \(server.log)")
             }
-
-            // The file, read after both processes are gone.
-            try Self.verifyLedger(at: databasePath, answered: answered)
+            try await client.shutdown()
+            return answered
         } catch {
             for server in servers { server.terminate() }
             try await client.shutdown()
             throw error
         }
-        try await client.shutdown()
+    }
+
+    private static func storedOnPostgreSQL(_ url: String) async throws -> (transactions: [(Int64, Int64, String)], balances: [Int64: Int64]) {
+        let components = try XCTUnwrap(URLComponents(string: url))
+        let logger = Logger(label: "test")
+        let connection = try await PostgresConnection.connect(
+            configuration: .init(
+                host: try XCTUnwrap(components.host), port: components.port ?? 5432, username: components.user ?? "postgres",
+                password: components.password, database: String(components.path.dropFirst()), tls: .disable),
+            id: 1, logger: logger)
+        var transactions: [(Int64, Int64, String)] = []
+        for try await (client, kind, amount, description) in try await connection.query(
+            "SELECT cliente_id, tipo, valor, descricao FROM transacoes", logger: logger
+        ).decode((Int64, String, Int64, String).self) {
+            transactions.append((client, kind == "c" ? amount : -amount, description))
+        }
+        var balances: [Int64: Int64] = [:]
+        for try await (id, balance) in try await connection.query("SELECT id, saldo FROM clientes", logger: logger).decode((Int64, Int64).self) {
+            balances[id] = balance
+        }
+        try await connection.close()
+        return (transactions, balances)
     }
 
     private static func verifyLedger(at databasePath: String, answered: [Answered]) throws {
@@ -81,17 +123,25 @@ final class TwoProcessTests: XCTestCase {
                 ($0[0] as Int64, ($0[1] as String) == "c" ? $0[2] as Int64 : -($0[2] as Int64), $0[3] as String)
             }
         }
+        var balances: [Int64: Int64] = [:]
+        for id in limits.keys {
+            balances[id] = try database.read { try Int64.fetchOne($0, sql: "SELECT saldo FROM clientes WHERE id = ?", arguments: [id]) }
+        }
+        try database.close()
+        try verify(stored: stored, balances: balances, answered: answered)
+    }
+
+    private static func verify(stored: [(Int64, Int64, String)], balances: [Int64: Int64], answered: [Answered]) throws {
         XCTAssertEqual(stored.count, answered.count, "every 200 is stored, nothing else is")
         XCTAssertEqual(Set(stored.map(\.2)), Set(answered.map(\.description)), "stored rows are exactly the answered ones")
         XCTAssertEqual(Set(stored.map(\.2)).count, stored.count, "no transaction stored twice")
         for (id, limit) in limits {
-            let balance = try database.read { try Int64.fetchOne($0, sql: "SELECT saldo FROM clientes WHERE id = ?", arguments: [id]) }
+            let balance = balances[id]
             let expected = answered.filter { $0.client == id }.map(\.delta).reduce(0, +)
             XCTAssertEqual(balance, expected, "client \(id): saldo equals the sum of answered transactions")
             XCTAssertGreaterThanOrEqual(balance ?? .min, -limit)
             XCTAssertTrue(answered.filter { $0.client == id }.allSatisfy { $0.balance >= -limit })
         }
-        try database.close()
     }
 
     /// Debits are twice as frequent as credits and large enough to hit the limits of

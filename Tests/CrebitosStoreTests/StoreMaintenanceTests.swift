@@ -7,8 +7,9 @@ import ServiceLifecycle
 import Synchronization
 import XCTest
 
-/// SQLite-specific upkeep: schema migration, expiry of idempotency records, lock-file
-/// identity, timestamps that never go backwards, the WAL's size after a burst.
+/// SQLite-specific upkeep: schema migration, the cleanup's stop on shutdown, lock-file
+/// identity, the WAL's size after a burst. (The expiry of idempotency records and
+/// timestamps that never go backwards are tested on every engine in LedgerBehaviourTests.)
 final class StoreMaintenanceTests: XCTestCase {
     private var directory: TemporaryDirectory!
 
@@ -18,14 +19,6 @@ final class StoreMaintenanceTests: XCTestCase {
 
     private func credit(_ description: String, amount: Int64 = 10) throws -> TransactionRequest {
         try TransactionRequest(amount: amount, kind: .credit, description: description)
-    }
-
-    /// A wall clock the test sets, in microseconds.
-    private final class ManualClock: Sendable {
-        let now = Mutex<Int64>(1_700_000_000_000_000)
-        var read: @Sendable () -> Int64 { { self.now.withLock { $0 } } }
-        func set(_ value: Int64) { now.withLock { $0 = value } }
-        func advance(by microseconds: Int64) { now.withLock { $0 += microseconds } }
     }
 
     // MARK: Schema v2
@@ -59,48 +52,6 @@ final class StoreMaintenanceTests: XCTestCase {
     }
 
     // MARK: Expiry of idempotency records
-
-    func testExpiredIdempotencyRecordsAreDeletedInBatchesAndFreshOnesKept() async throws {
-        let clock = ManualClock()
-        var configuration = StoreConfiguration(path: directory.databasePath, idempotencyRetention: .seconds(3600))
-        configuration.wallClock = clock.read
-        let ledger = try SQLiteLedger.open(configuration)
-        defer { try? ledger.close() }
-        let oldKey = try XCTUnwrap(IdempotencyKey("old"))
-        _ = try await ledger.apply(credit("old"), toClient: 1, idempotencyKey: oldKey)
-        // More expired rows than one cleanup batch holds.
-        try await ledger.database.write { db in
-            for index in 0..<1_200 {
-                try db.execute(
-                    sql: "INSERT INTO idempotency_keys (cliente_id, key, request, outcome, limite, saldo, created_at) VALUES (2, ?, 'x', 'applied', 0, 0, ?)",
-                    arguments: ["bulk\(index)", clock.read() - 1])
-            }
-        }
-        clock.advance(by: 3_600_000_001)
-        _ = try await ledger.apply(credit("new"), toClient: 1, idempotencyKey: try XCTUnwrap(IdempotencyKey("new")))
-        let cleaner = try XCTUnwrap(try ledger.backgroundServices(logger: Logger(label: "test")).compactMap { $0 as? IdempotencyKeyCleaner }.first)
-        XCTAssertEqual(try cleaner.deleteExpired(), 1_201)
-        let remaining = try await ledger.database.read { try String.fetchAll($0, sql: "SELECT key FROM idempotency_keys") }
-        XCTAssertEqual(remaining, ["new"])
-        // After expiry the key is free again: the same request is a new transaction.
-        let again = try await ledger.apply(credit("old"), toClient: 1, idempotencyKey: oldKey)
-        XCTAssertEqual(again, TransactionReceipt(outcome: .applied(Balance(limit: 100_000, balance: 30))))
-    }
-
-    func testTheCleanupRunsAsABackgroundService() async throws {
-        let clock = ManualClock()
-        var configuration = StoreConfiguration(
-            path: directory.databasePath, idempotencyRetention: .seconds(60), idempotencyCleanupInterval: .milliseconds(10))
-        configuration.wallClock = clock.read
-        let ledger = try SQLiteLedger.open(configuration)
-        defer { try? ledger.close() }
-        _ = try await ledger.apply(credit("k"), toClient: 1, idempotencyKey: try XCTUnwrap(IdempotencyKey("k")))
-        clock.advance(by: 61_000_000)
-        let services = try ledger.backgroundServices(logger: Logger(label: "test"))
-        let running = Task { try await withThrowingDiscardingTaskGroup { group in for service in services { group.addTask { try await service.run() } } } }
-        defer { running.cancel() }
-        try await waitUntil { (try? ledger.database.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM idempotency_keys") }) == 0 }
-    }
 
     func testTheCleanupStopsAtOnceOnGracefulShutdown() async throws {
         // Its interval is a minute by default: the server's shutdown must not wait for it.
@@ -182,25 +133,6 @@ final class StoreMaintenanceTests: XCTestCase {
         XCTAssertThrowsError(try CrossProcessLock(path: path)) { error in
             XCTAssertEqual("\(error)", "cannot use the lock file \(path): No such file or directory")
         }
-    }
-
-    // MARK: Timestamps
-
-    func testRealizadaEmNeverGoesBackwardsWhenTheWallClockStepsBack() async throws {
-        let clock = ManualClock()
-        var configuration = StoreConfiguration(path: directory.databasePath)
-        configuration.wallClock = clock.read
-        let ledger = try SQLiteLedger.open(configuration)
-        defer { try? ledger.close() }
-        _ = try await ledger.apply(credit("t1"), toClient: 1)
-        clock.advance(by: -3_600_000_000)  // NTP steps the clock back an hour
-        _ = try await ledger.apply(credit("t2"), toClient: 1)
-        _ = try await ledger.apply(credit("t3"), toClient: 1)
-        let statement = try await XCTUnwrapAsync(await ledger.statement(forClient: 1))
-        XCTAssertEqual(statement.entries.map(\.description), ["t3", "t2", "t1"])
-        let times = statement.entries.map(\.performedAt)
-        XCTAssertTrue(zip(times, times.dropFirst()).allSatisfy { $0 > $1 }, "\(times)")
-        XCTAssertGreaterThanOrEqual(statement.takenAt, times[0])
     }
 
     // MARK: WAL size

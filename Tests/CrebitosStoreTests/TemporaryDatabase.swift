@@ -4,7 +4,7 @@ import XCTest
 
 /// A fresh directory per test, removed afterwards: the database file, its WAL and its
 /// lock file all live in it.
-final class TemporaryDirectory {
+final class TemporaryDirectory: Sendable {
     let url: URL
 
     init() throws {

@@ -12,8 +12,13 @@ scripts/audit prints them for a file; the load test (loadtest_audit.py) and the 
 (ledger_audit.py) add their checks of what each request was answered against the same
 snapshot and replay. Read-only, and safe while the stack runs (WAL: readers see every
 committed transaction and block no writer).
+
+A database is a SQLite file's path, or a postgres:// URL (the PostgreSQL store): that one is
+read with `psql -At` in one REPEATABLE READ, READ ONLY transaction, the same snapshot rule.
 """
+import os
 import sqlite3
+import subprocess
 from collections import defaultdict
 
 from .clients import LIMITS
@@ -21,16 +26,63 @@ from .clients import LIMITS
 MAX_EXAMPLES = 5
 
 
+def is_postgres(path):
+    return path.lower().startswith(("postgres://", "postgresql://"))
+
+
+def exists(path):
+    """Whether there is a database to read: a file, or a PostgreSQL server that answers."""
+    if not is_postgres(path):
+        return os.path.isfile(path)
+    try:
+        psql(path, "SELECT 1")
+        return True
+    except (OSError, subprocess.CalledProcessError):
+        return False
+
+
+# Field and record separators for psql's unaligned output: control characters, which no
+# stored text can hold (the API refuses them in descricao, and keys are printable ASCII).
+FS, RS = "\x1f", "\x1e"
+
+
+def psql(url, sql):
+    """Rows of the last statements' results as lists of strings (None for NULL)."""
+    out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", FS, "-R", RS,
+                          "-P", "null=\x01", "-d", url, "-c", sql],
+                         check=True, capture_output=True, text=True).stdout
+    return parse_psql(out)
+
+
+def parse_psql(out):
+    """psql's unaligned output (FS between fields, RS between records) as lists of strings.
+    Records end with RS, except the last of each statement's result, which ends with a
+    newline (no stored text holds one either); \\x01 stands for NULL."""
+    return [[None if f == "\x01" else f for f in rec.split(FS)] for rec in out.replace("\n", RS).split(RS) if rec]
+
+
+def postgres_snapshot(url):
+    """The three tables from one snapshot, tagged C, T and K by table."""
+    return psql(url, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                     "SELECT 'C', id, limite, saldo FROM clientes ORDER BY id; "
+                     "SELECT 'T', id, cliente_id, valor, tipo, descricao, realizada_em FROM transacoes ORDER BY id; "
+                     "SELECT 'K', key, cliente_id, request, outcome, saldo FROM idempotency_keys; COMMIT")
+
+
 def open_readonly(path):
     return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
 
 
 def max_id(path):
+    if is_postgres(path):
+        return int(psql(path, "SELECT coalesce(max(id), 0) FROM transacoes")[0][0])
     with open_readonly(path) as db:
         return db.execute("SELECT coalesce(max(id), 0) FROM transacoes").fetchone()[0]
 
 
 def integrity(path):
+    if is_postgres(path):
+        return "ok"  # no file to check: the server owns its pages
     db = open_readonly(path)
     try:
         return "; ".join(r[0] for r in db.execute("PRAGMA integrity_check"))
@@ -45,6 +97,31 @@ class Snapshot:
     that row}, all from one read transaction."""
 
     def __init__(self, path):
+        if is_postgres(path):
+            self._read_postgres(path)
+        else:
+            self._read_sqlite(path)
+        self.sums, self.after_row, self.below = defaultdict(int), {}, []
+        for rid, cid, valor, tipo, *_ in self.rows:
+            self.sums[cid] += valor if tipo == "c" else -valor
+            self.after_row[rid] = self.sums[cid]
+            lim = self.clientes.get(cid, (None, None))[0]
+            if lim is not None and self.sums[cid] < -lim:
+                self.below.append((rid, cid, self.sums[cid], lim))
+
+    def _read_postgres(self, url):
+        def num(v):
+            return None if v is None else int(v)
+        self.clientes, self.rows, self.keys = {}, [], {}
+        for rec in postgres_snapshot(url):
+            if rec[0] == "C":
+                self.clientes[int(rec[1])] = (int(rec[2]), int(rec[3]))
+            elif rec[0] == "T":
+                self.rows.append((int(rec[1]), int(rec[2]), int(rec[3]), rec[4], rec[5], int(rec[6])))
+            elif rec[0] == "K":
+                self.keys[rec[1]] = [int(rec[2]), rec[3], rec[4], num(rec[5])]
+
+    def _read_sqlite(self, path):
         db = open_readonly(path)
         try:
             db.execute("BEGIN")
@@ -60,13 +137,6 @@ class Snapshot:
             db.execute("COMMIT")
         finally:
             db.close()
-        self.sums, self.after_row, self.below = defaultdict(int), {}, []
-        for rid, cid, valor, tipo, *_ in self.rows:
-            self.sums[cid] += valor if tipo == "c" else -valor
-            self.after_row[rid] = self.sums[cid]
-            lim = self.clientes.get(cid, (None, None))[0]
-            if lim is not None and self.sums[cid] < -lim:
-                self.below.append((rid, cid, self.sums[cid], lim))
 
     def invariants(self):
         """[{check, ok, message}] for clients, rows, balances and history."""

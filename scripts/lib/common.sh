@@ -18,6 +18,14 @@ need_cmd() {
     die "'$cmd' is missing: install it with: sudo apt-get install -y $pkg"
   fi
   log "installing $pkg (for $cmd)"
+  apt_install "$pkg"
+  command -v "$cmd" >/dev/null 2>&1 || die "installed $pkg but '$cmd' is still missing"
+}
+
+# apt_install PACKAGE: install PACKAGE from Debian (as root), with its services kept from
+# starting.
+apt_install() {
+  local pkg=$1
   # policy-rc.d answering 101 stops Debian's maintainer scripts from starting the package's
   # own service (Debian's nginx would otherwise start a system nginx on port 80 that this
   # stack did not ask for). It is removed again right after.
@@ -34,14 +42,14 @@ need_cmd() {
       || { [ "$created_policy" -eq 1 ] && rm -f "$policy"; die "apt-get install $pkg failed"; }
   fi
   [ "$created_policy" -eq 1 ] && rm -f "$policy"
-  command -v "$cmd" >/dev/null 2>&1 || die "installed $pkg but '$cmd' is still missing"
+  return 0
 }
 
 # abspath PATH: PATH made absolute against the repository root (the scripts' working
 # directory for every relative path, whatever directory they are called from).
 abspath() {
   case "$1" in
-    /*) printf '%s\n' "$1" ;;
+    /*|postgres://*|postgresql://*) printf '%s\n' "$1" ;;   # a PostgreSQL URL is not a path
     *)  printf '%s\n' "$REPO_ROOT/$1" ;;
   esac
 }
@@ -113,10 +121,11 @@ free_port() {
 
 # --- limits: docker-compose.yml is the single source -----------------------------------------
 # compose_limit SERVICE cpus|memory: the value of deploy.resources.limits for SERVICE in
-# docker-compose.yml. api01 and api02 take theirs from the x-api anchor they merge. This reads
+# docker-compose.yml ($COMPOSE_LIMITS_FILE when set: a stack on PostgreSQL reads
+# docker-compose.postgres.yml). api01 and api02 take theirs from the x-api anchor they merge. This reads
 # the file's known layout (two-space indented services), not YAML in general.
 compose_limit() {
-  local service=$1 key=$2 file="$REPO_ROOT/docker-compose.yml" value
+  local service=$1 key=$2 file=${COMPOSE_LIMITS_FILE:-$REPO_ROOT/docker-compose.yml} value
   value=$(awk -v want="$service" -v key="$key" '
     /^[^ #]/            { sect = $1; sub(":.*", "", sect) }        # top-level key
     /^  [A-Za-z0-9_-]+:/ && top == "services" { sect = $1; sub(":.*", "", sect) }

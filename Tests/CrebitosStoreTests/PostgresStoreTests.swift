@@ -1,0 +1,43 @@
+import CrebitosLedger
+@testable import CrebitosPostgres
+import CrebitosTestSupport
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+
+/// What only the PostgreSQL store has: its answer when a client's row stays locked by
+/// someone else (a frozen instance in the middle of a transaction, a person in psql).
+struct PostgresStoreTests {
+    @Test func aWriteWaitingPastTheDeadlineForARowLockIsRolledBackAndAnsweredNotWritten() async throws {
+        let url = try await TemporaryPostgres.freshDatabaseURL()
+        let ledger = try await PostgresLedger.open(PostgresStoreConfiguration(url: try PostgresURL(url), writeDeadline: .milliseconds(300)))
+        let components = try #require(URLComponents(string: url))
+        let logger = Logger(label: "test")
+        let outsider = try await PostgresConnection.connect(
+            configuration: .init(
+                host: try #require(components.host), port: components.port ?? 5432, username: components.user ?? "postgres",
+                password: components.password, database: String(components.path.dropFirst()), tls: .disable),
+            id: 99, logger: logger)
+        try await outsider.query("BEGIN", logger: logger)
+        try await outsider.query("SELECT saldo FROM clientes WHERE id = 1 FOR UPDATE", logger: logger)
+        await #expect(throws: LedgerUnavailable.notWritten(.transactionFailed)) {
+            try await ledger.apply(TransactionRequest(amount: 5, kind: .credit, description: "blocked"), toClient: 1)
+        }
+        // Other clients' rows are not locked: their writes go on meanwhile.
+        let other = try await ledger.apply(TransactionRequest(amount: 5, kind: .credit, description: "free"), toClient: 2)
+        #expect(other.outcome == .applied(Balance(limit: 80_000, balance: 5)))
+        try await outsider.query("ROLLBACK", logger: logger)
+        try await outsider.close()
+        let after = try await ledger.apply(TransactionRequest(amount: 7, kind: .credit, description: "after"), toClient: 1)
+        #expect(after.outcome == .applied(Balance(limit: 100_000, balance: 7)), "the refused write was not stored")
+        #expect(try await ledger.audit().map(\.transactionCount) == [1, 1, 0, 0, 0])
+        await ledger.close()
+    }
+
+    @Test func errorsBeforeCommitMeanNotWrittenAndALostCommitMeansUnknown() {
+        struct ConnectionLost: Error {}
+        #expect(PostgresLedger.unavailable(ConnectionLost(), commitSent: false) == .notWritten(.transactionFailed))
+        #expect(PostgresLedger.unavailable(ConnectionLost(), commitSent: true) == .outcomeUnknown)
+    }
+}
