@@ -179,7 +179,7 @@ public final class PostgresLedger: Ledger {
         ).collect()
         // A request for a client that does not exist stores nothing, not even its key.
         guard locked.first != nil else { return (TransactionReceipt(outcome: .unknownClient), false) }
-        let fingerprint = fingerprint(request, clientID: clientID)
+        let fingerprint = IdempotencyRecord.fingerprint(of: request, clientID: clientID)
         let recorded = try await connection.query(
             "SELECT request, outcome, limite, saldo FROM idempotency_keys WHERE cliente_id = \(clientID) AND key = \(key.value)",
             logger: logger
@@ -187,11 +187,14 @@ public final class PostgresLedger: Ledger {
         if let row = recorded.first {
             let (storedRequest, outcome, limit, balance) = try row.decode((String, String, Int64?, Int64?).self)
             guard storedRequest == fingerprint else { return (TransactionReceipt(outcome: .idempotencyKeyReused), false) }
-            return (TransactionReceipt(outcome: try RecordedOutcome.decode(outcome, limit: limit, balance: balance), isReplay: true), false)
+            guard let replayed = IdempotencyRecord.decode(name: outcome, limit: limit, balance: balance) else {
+                throw PostgresStoreError.corrupt("idempotency_keys.outcome is \(outcome)")
+            }
+            return (TransactionReceipt(outcome: replayed, isReplay: true), false)
         }
         let outcome = try await change(request, clientID: clientID, at: now, on: connection, logger: logger)
         if outcome == .unknownClient { return (TransactionReceipt(outcome: outcome), false) }
-        let record = RecordedOutcome.encode(outcome)
+        let record = IdempotencyRecord.encode(outcome)
         try await connection.query(
             """
             INSERT INTO idempotency_keys (cliente_id, key, request, outcome, limite, saldo, created_at)
@@ -232,11 +235,6 @@ public final class PostgresLedger: Ledger {
         let (limit, balance) = try row.decode((Int64, Int64).self)
         let current = Balance(limit: limit, balance: balance)
         return request.kind == .debit ? .insufficientLimit(current) : .balanceCeilingReached(current)
-    }
-
-    /// The same text as the SQLite store's, so the two engines compare requests alike.
-    private static func fingerprint(_ request: TransactionRequest, clientID: Int64) -> String {
-        "\(clientID) \(request.kind.rawValue) \(request.amount) \(request.description)"
     }
 
     /// What a failed write promises the client.
@@ -364,31 +362,6 @@ public enum PostgresStoreError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .corrupt(let what): "unexpected data in the database: \(what)"
-        }
-    }
-}
-
-/// How an outcome is stored in `idempotency_keys` (the same words as the SQLite store's).
-enum RecordedOutcome {
-    static func encode(_ outcome: TransactionOutcome) -> (name: String, balance: Balance?) {
-        switch outcome {
-        case .applied(let balance): ("applied", balance)
-        case .insufficientLimit(let balance): ("insufficient_limit", balance)
-        case .balanceCeilingReached(let balance): ("balance_ceiling", balance)
-        case .unknownClient: ("unknown_client", nil)
-        case .idempotencyKeyReused: ("idempotency_key_reused", nil)
-        case .idempotencyKeyInFlight: ("idempotency_key_in_flight", nil)
-        }
-    }
-
-    static func decode(_ name: String, limit: Int64?, balance: Int64?) throws -> TransactionOutcome {
-        let recorded = limit.flatMap { limit in balance.map { Balance(limit: limit, balance: $0) } }
-        switch (name, recorded) {
-        case ("applied", let recorded?): return .applied(recorded)
-        case ("insufficient_limit", let recorded?): return .insufficientLimit(recorded)
-        case ("balance_ceiling", let recorded?): return .balanceCeilingReached(recorded)
-        case ("unknown_client", _): return .unknownClient
-        default: throw PostgresStoreError.corrupt("idempotency_keys.outcome is \(name)")
         }
     }
 }

@@ -7,7 +7,7 @@ enum LedgerWrites {
         guard let key = write.idempotencyKey else {
             return TransactionReceipt(outcome: try change(write, in: db, at: now))
         }
-        let fingerprint = fingerprint(of: write)
+        let fingerprint = IdempotencyRecord.fingerprint(of: write.request, clientID: write.clientID)
         if let recorded = try Row.fetchOne(
             db.cachedStatement(sql: """
                 SELECT request, outcome, limite, saldo FROM idempotency_keys WHERE cliente_id = ? AND key = ?
@@ -17,13 +17,17 @@ enum LedgerWrites {
             guard recorded["request"] == fingerprint else {
                 return TransactionReceipt(outcome: .idempotencyKeyReused)
             }
-            return TransactionReceipt(outcome: try RecordedOutcome.decode(recorded), isReplay: true)
+            let name: String = recorded["outcome"]
+            guard let outcome = IdempotencyRecord.decode(name: name, limit: recorded["limite"], balance: recorded["saldo"]) else {
+                throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "idempotency_keys.outcome is \(name)")
+            }
+            return TransactionReceipt(outcome: outcome, isReplay: true)
         }
         let outcome = try change(write, in: db, at: now)
         // A request for a client that does not exist stores nothing, not even its key:
         // otherwise anyone could fill the disk with records for made-up clients.
         if outcome == .unknownClient { return TransactionReceipt(outcome: outcome) }
-        let recorded = RecordedOutcome.encode(outcome)
+        let recorded = IdempotencyRecord.encode(outcome)
         try db.cachedStatement(sql: """
             INSERT INTO idempotency_keys (key, cliente_id, request, outcome, limite, saldo, created_at)
             VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -71,42 +75,5 @@ enum LedgerWrites {
         else { return .unknownClient }
         let balance = Balance(limit: client[0], balance: client[1])
         return request.kind == .debit ? .insufficientLimit(balance) : .balanceCeilingReached(balance)
-    }
-
-    /// What identifies "the same request" for an idempotency key of a client: the transaction.
-    /// (The client is part of the key itself since schema v2; it stays in the text so
-    /// records written by v1 compare the same.)
-    /// The description is last, so spaces inside it cannot make two requests collide.
-    private static func fingerprint(of write: PendingWrite) -> String {
-        "\(write.clientID) \(write.request.kind.rawValue) \(write.request.amount) \(write.request.description)"
-    }
-}
-
-/// How an outcome is stored in `idempotency_keys` so that a replay answers the same.
-private enum RecordedOutcome {
-    static func encode(_ outcome: TransactionOutcome) -> (name: String, balance: Balance?) {
-        switch outcome {
-        case .applied(let balance): ("applied", balance)
-        case .insufficientLimit(let balance): ("insufficient_limit", balance)
-        case .balanceCeilingReached(let balance): ("balance_ceiling", balance)
-        case .unknownClient: ("unknown_client", nil)
-        case .idempotencyKeyReused: ("idempotency_key_reused", nil)
-        case .idempotencyKeyInFlight: ("idempotency_key_in_flight", nil)
-        }
-    }
-
-    static func decode(_ row: Row) throws -> TransactionOutcome {
-        let name: String = row["outcome"]
-        let limit: Int64? = row["limite"]
-        let balance: Int64? = row["saldo"]
-        let recorded = limit.flatMap { limit in balance.map { Balance(limit: limit, balance: $0) } }
-        switch (name, recorded) {
-        case ("applied", let recorded?): return .applied(recorded)
-        case ("insufficient_limit", let recorded?): return .insufficientLimit(recorded)
-        case ("balance_ceiling", let recorded?): return .balanceCeilingReached(recorded)
-        case ("unknown_client", _): return .unknownClient
-        default:
-            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "idempotency_keys.outcome is \(name)")
-        }
     }
 }
