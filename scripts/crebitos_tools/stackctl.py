@@ -28,12 +28,14 @@ def free_port():
 
 
 class Stack:
-    def __init__(self, out, sync="full", port=None, name="faults", state=None):
+    def __init__(self, out, sync="full", port=None, name="faults", state=None, store="sqlite"):
         self.state = state or tempfile.mkdtemp(prefix="crebitos-%s." % name)
+        self.store = store
         os.makedirs(os.path.join(self.state, "bin"), exist_ok=True)
         self.out = out
         self.sync = sync
-        self.db = os.path.join(self.state, "data", "rinha.db")
+        # SQLite: the file; PostgreSQL: the server's URL, known once up() has run.
+        self.db = os.path.join(self.state, "data", "rinha.db") if store == "sqlite" else None
         self.bin = os.path.join(self.state, "bin", "crebitos")
         self.port = port or free_port()
         self.cgroup = "crebitos-%s-%d" % (name, os.getpid())
@@ -50,12 +52,33 @@ class Stack:
         return r
 
     def up(self):
-        return self._run([os.path.join(SCRIPTS, "stack-up"), "--no-build", "--bin", self.bin,
-                          "--state-dir", self.state, "--database", self.db, "--port", str(self.port),
-                          "--cgroup", self.cgroup, "--synchronous", self.sync,
-                          # The fault tests restart what they kill themselves, at the moment
-                          # they choose: no supervisor racing them.
-                          "--restart", "no"])
+        store = ["--database", self.db] if self.store == "sqlite" else ["--store", self.store]
+        r = self._run([os.path.join(SCRIPTS, "stack-up"), "--no-build", "--bin", self.bin,
+                       "--state-dir", self.state, "--port", str(self.port),
+                       "--cgroup", self.cgroup, "--synchronous", self.sync,
+                       # The fault tests restart what they kill themselves, at the moment
+                       # they choose: no supervisor racing them.
+                       "--restart", "no"] + store)
+        if self.store == "postgres":
+            for line in open(os.path.join(self.state, "stack.env")):
+                if line.startswith("CREBITOS_DATABASE="):
+                    self.db = line.split("=", 1)[1].strip().strip("'")
+        return r
+
+    def kill_postgres(self):
+        """kill -9 of the PostgreSQL postmaster (the first line of its postmaster.pid), then
+        waits until its backends have noticed and exited too: a new postmaster refuses to
+        start while they still hold the old shared memory."""
+        pid = int(open(os.path.join(self.state, "postgres", "data", "postmaster.pid")).readline())
+        st, kids = proc_starttime(pid), children(pid)
+        t0 = time.monotonic()
+        os.kill(pid, _signal.SIGKILL)
+        while any(proc_starttime(p) is not None and not is_zombie(p) for p in [pid] + kids):
+            if time.monotonic() - t0 > 20:
+                raise RuntimeError("postgres (pid %d) or its backends still run 20 s after kill -9" % pid)
+            time.sleep(0.005)
+        return ["postgres: SIGKILL postmaster pid %d (started %s), it and its %d backends gone after %d ms"
+                % (pid, st, len(kids), (time.monotonic() - t0) * 1000)]
 
     def down(self, check=True):
         return self._run([os.path.join(SCRIPTS, "stack-down"), "--state-dir", self.state], check=check)
