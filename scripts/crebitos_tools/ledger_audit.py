@@ -9,7 +9,8 @@ exactly. The checks, each of which can fail:
   once          no transaction is stored more than once
   acked         every transaction answered 200 is stored (exactly once)
   refused       no transaction answered 422 (or another 4xx) is stored
-  keyed         every keyed client ended with a definitive answer (200 or 422): retrying
+  keyed         every keyed client ended with a definitive answer (200 or 422; a final 409,
+                "this key is being processed", is not one): retrying
                 with the key after a 502/504/no answer reached an answer for every intent
   keys          idempotency_keys agrees with the rows: a key recorded as applied has its
                 row, a key recorded as refused has none, every row of a keyed request has
@@ -104,7 +105,11 @@ def audit(path, workload, since_id=0, no_late=False):
             label = str(a.status) if a.status else (a.error or "error")
             n["unclear " + label] += 1
         final = it.final_status
-        if final == 422 or (final and 400 <= final < 500):
+        if final == 409 and it.key:
+            # 409: "a request with this Idempotency-Key is being processed; retry once it has
+            # been answered": the client still does not know what happened.
+            unresolved.append((it.descricao, statuses))
+        elif final == 422 or (final and 400 <= final < 500):
             if stored:
                 refused_stored.append((it.descricao, statuses))
             n[kind + " refused"] += 1
