@@ -102,24 +102,92 @@ public final class PostgresLedger: Ledger {
     ) {
         keysInFlight.whileClaimed(idempotencyKey, forClient: clientID, completion: completion) { completion in
             guard begin() else { return completion(.failure(LedgerUnavailable.notWritten(.shuttingDown))) }
-            Task {
-                let result = await self.write(request, clientID: clientID, key: idempotencyKey)
-                self.end()
-                completion(result.mapError { $0 as any Error })
+            // Every write is answered within twice its deadline, even one whose query never
+            // returns (a connection lost without an error, a pool waiting for a server that
+            // is gone): found by killing the PostgreSQL server under load (docs/FAULTS.md).
+            // The operation ends with the answer (close() waits for that), not when a stuck
+            // query returns, if it ever does.
+            answerWithin(configuration.writeDeadline * 2, completion: completion) { attempt in
+                await self.write(request, clientID: clientID, key: idempotencyKey, attempt: attempt).mapError { $0 as any Error }
             }
         }
     }
 
-    /// Where a write was when it failed: before COMMIT was sent nothing can have been
-    /// stored (the server rolls back an unfinished transaction when its connection goes);
-    /// once it was sent, only the server's answer tells, and a lost connection leaves the
-    /// outcome unknown.
-    private final class Progress: @unchecked Sendable {
-        var commitSent = false
+    /// One write's answer, given once: by the write when it finishes, or by its deadline.
+    /// The state also decides, atomically, whether COMMIT may still be sent: once the client
+    /// was told "not written", the write can only roll back; once COMMIT was sent, an
+    /// expired deadline can only say "outcome unknown".
+    /// A statement read uses it too (it never commits): its deadline answers "unavailable".
+    final class Attempt<Value: Sendable>: Sendable {
+        private enum Phase { case running, committing, answered }
+        private let phase = Mutex(Phase.running)
+        private let completion: @Sendable (Result<Value, any Error>) -> Void
+
+        init(_ completion: @escaping @Sendable (Result<Value, any Error>) -> Void) {
+            self.completion = completion
+        }
+
+        /// Called before sending COMMIT: false when the client was already answered, and
+        /// the transaction must be rolled back instead.
+        func startCommit() -> Bool {
+            phase.withLock { phase in
+                guard phase == .running else { return false }
+                phase = .committing
+                return true
+            }
+        }
+
+        var commitSent: Bool { phase.withLock { $0 == .committing } }
+
+        func answer(_ result: Result<Value, any Error>) {
+            let first = phase.withLock { phase in
+                defer { phase = .answered }
+                return phase != .answered
+            }
+            if first { completion(result) }
+        }
+
+        /// The deadline passed: "not written" if COMMIT was not sent (and now never will
+        /// be), "outcome unknown" if it was; nothing if the write already answered.
+        func expire() {
+            let before = phase.withLock { phase in
+                defer { phase = .answered }
+                return phase
+            }
+            switch before {
+            case .running: completion(.failure(LedgerUnavailable.notWritten(.deadlineExceeded)))
+            case .committing: completion(.failure(LedgerUnavailable.outcomeUnknown))
+            case .answered: break
+            }
+        }
     }
 
-    private func write(_ request: TransactionRequest, clientID: Int64, key: IdempotencyKey?) async -> Result<TransactionReceipt, LedgerUnavailable> {
-        let progress = Progress()
+    typealias WriteAttempt = Attempt<TransactionReceipt>
+
+    /// Runs `work` for a request and answers it through `completion` once: with its result,
+    /// or when `deadline` passed first (``Attempt/expire()``). The operation counted by
+    /// begin() ends with the answer.
+    private func answerWithin<Value: Sendable>(
+        _ deadline: Duration,
+        completion: @escaping @Sendable (Result<Value, any Error>) -> Void,
+        _ work: @escaping @Sendable (Attempt<Value>) async -> Result<Value, any Error>
+    ) {
+        let attempt = Attempt<Value> { result in
+            self.end()
+            completion(result)
+        }
+        let watchdog = Task {
+            try? await Task.sleep(for: deadline)
+            guard !Task.isCancelled else { return }
+            attempt.expire()
+        }
+        Task {
+            attempt.answer(await work(attempt))
+            watchdog.cancel()
+        }
+    }
+
+    private func write(_ request: TransactionRequest, clientID: Int64, key: IdempotencyKey?, attempt: WriteAttempt) async -> Result<TransactionReceipt, LedgerUnavailable> {
         let logger = self.logger
         // Like the SQLite store's write deadline: a write that waited this long for a
         // connection (all of them busy) is refused before it begins, never committed late.
@@ -128,7 +196,7 @@ public final class PostgresLedger: Ledger {
             let receipt: TransactionReceipt = try await client.withConnection { connection -> TransactionReceipt in
                 guard ContinuousClock.now < deadline else { throw LedgerUnavailable.notWritten(.deadlineExceeded) }
                 let now = configuration.wallClock()
-                return try await Self.inTransaction(connection, progress: progress, logger: logger) {
+                return try await Self.inTransaction(connection, attempt: attempt, logger: logger) {
                     if let key {
                         return try await Self.applyWithKey(request, clientID: clientID, key: key, at: now, on: connection, logger: logger)
                     }
@@ -139,14 +207,14 @@ public final class PostgresLedger: Ledger {
             }
             return .success(receipt)
         } catch {
-            return .failure(Self.unavailable(error, commitSent: progress.commitSent))
+            return .failure(Self.unavailable(error, commitSent: attempt.commitSent))
         }
     }
 
     /// BEGIN, `body`, then COMMIT when `body` says something was written (ROLLBACK when
     /// it only read); on any error, ROLLBACK so the connection returns to the pool clean.
     private static func inTransaction(
-        _ connection: PostgresConnection, progress: Progress, logger: Logger,
+        _ connection: PostgresConnection, attempt: WriteAttempt, logger: Logger,
         _ body: () async throws -> (TransactionReceipt, wrote: Bool)
     ) async throws -> TransactionReceipt {
         try await connection.query("BEGIN", logger: logger)
@@ -162,7 +230,11 @@ public final class PostgresLedger: Ledger {
             try await connection.query("ROLLBACK", logger: logger)
             return result.0
         }
-        progress.commitSent = true
+        guard attempt.startCommit() else {
+            // Answered "not written" by its deadline meanwhile: it must stay so.
+            _ = try? await connection.query("ROLLBACK", logger: logger)
+            throw LedgerUnavailable.notWritten(.deadlineExceeded)
+        }
         try await connection.query("COMMIT", logger: logger)
         return result.0
     }
@@ -265,15 +337,12 @@ public final class PostgresLedger: Ledger {
         completion: @escaping @Sendable (Result<AccountStatement?, any Error>) -> Void
     ) {
         guard begin() else { return completion(.failure(LedgerUnavailable.notWritten(.shuttingDown))) }
-        Task {
-            let result: Result<AccountStatement?, any Error>
+        answerWithin(configuration.writeDeadline * 2, completion: completion) { _ in
             do {
-                result = .success(try await self.readStatement(forClient: clientID))
+                return .success(try await self.readStatement(forClient: clientID))
             } catch {
-                result = .failure(error)
+                return .failure(error)
             }
-            self.end()
-            completion(result)
         }
     }
 
@@ -347,6 +416,7 @@ public final class PostgresLedger: Ledger {
     /// closes the connections.
     public func close() async {
         state.withLock { $0.isClosing = true }
+        // Every write is answered within twice its deadline (see apply), so this ends.
         while state.withLock({ $0.operations }) > 0 {
             try? await Task.sleep(for: .milliseconds(1))
         }

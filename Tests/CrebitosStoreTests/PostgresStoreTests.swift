@@ -4,6 +4,7 @@ import CrebitosTestSupport
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 import Testing
 
 /// What only the PostgreSQL store has: its answer when a client's row stays locked by
@@ -39,5 +40,51 @@ struct PostgresStoreTests {
         struct ConnectionLost: Error {}
         #expect(PostgresLedger.unavailable(ConnectionLost(), commitSent: false) == .notWritten(.transactionFailed))
         #expect(PostgresLedger.unavailable(ConnectionLost(), commitSent: true) == .outcomeUnknown)
+    }
+
+    /// A write whose query never returns is answered by its deadline (the PostgreSQL server
+    /// killed under load left writes unanswered forever, docs/FAULTS.md finding 5); the
+    /// answer and the COMMIT can never contradict each other.
+    @Test func aWriteAnsweredByItsDeadlineCanNoLongerCommit() {
+        let answers = Mutex<[Result<TransactionReceipt, any Error>]>([])
+        let attempt = PostgresLedger.WriteAttempt { result in answers.withLock { $0.append(result) } }
+        attempt.expire()
+        #expect(!attempt.startCommit())
+        attempt.answer(.success(TransactionReceipt(outcome: .unknownClient)))
+        attempt.expire()
+        let given = answers.withLock { $0 }
+        #expect(given.count == 1)
+        #expect((given.first.flatMap { try? $0.get() }) == nil)
+        if case .failure(let error as LedgerUnavailable)? = given.first {
+            #expect(error == .notWritten(.deadlineExceeded))
+        } else {
+            Issue.record("expected notWritten(.deadlineExceeded), got \(String(describing: given.first))")
+        }
+    }
+
+    @Test func aWriteWhoseCommitWasSentIsAnsweredOutcomeUnknownByItsDeadline() {
+        let answers = Mutex<[Result<TransactionReceipt, any Error>]>([])
+        let attempt = PostgresLedger.WriteAttempt { result in answers.withLock { $0.append(result) } }
+        #expect(attempt.startCommit())
+        attempt.expire()
+        attempt.answer(.success(TransactionReceipt(outcome: .unknownClient)))
+        let given = answers.withLock { $0 }
+        #expect(given.count == 1)
+        if case .failure(let error as LedgerUnavailable)? = given.first {
+            #expect(error == .outcomeUnknown)
+        } else {
+            Issue.record("expected outcomeUnknown, got \(String(describing: given.first))")
+        }
+    }
+
+    @Test func aWriteThatFinishesFirstIsAnsweredWithItsResultOnly() {
+        let answers = Mutex<[Result<TransactionReceipt, any Error>]>([])
+        let attempt = PostgresLedger.WriteAttempt { result in answers.withLock { $0.append(result) } }
+        #expect(attempt.startCommit())
+        attempt.answer(.success(TransactionReceipt(outcome: .unknownClient)))
+        attempt.expire()
+        let given = answers.withLock { $0 }
+        #expect(given.count == 1)
+        #expect((try? given.first?.get())?.outcome == .unknownClient)
     }
 }
