@@ -101,7 +101,6 @@ public final class PostgresLedger: Ledger {
         completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
     ) {
         keysInFlight.whileClaimed(idempotencyKey, forClient: clientID, completion: completion) { completion in
-            guard begin() else { return completion(.failure(LedgerUnavailable.notWritten(.shuttingDown))) }
             // Every write is answered within twice its deadline, even one whose query never
             // returns (a connection lost without an error, a pool waiting for a server that
             // is gone): found by killing the PostgreSQL server under load (docs/FAULTS.md).
@@ -165,13 +164,14 @@ public final class PostgresLedger: Ledger {
     typealias WriteAttempt = Attempt<TransactionReceipt>
 
     /// Runs `work` for a request and answers it through `completion` once: with its result,
-    /// or when `deadline` passed first (``Attempt/expire()``). The operation counted by
-    /// begin() ends with the answer.
+    /// or when `deadline` passed first (``Attempt/expire()``). The operation is counted from
+    /// begin() here to the answer (close() waits for it); once closing, nothing starts.
     private func answerWithin<Value: Sendable>(
         _ deadline: Duration,
         completion: @escaping @Sendable (Result<Value, any Error>) -> Void,
         _ work: @escaping @Sendable (Attempt<Value>) async -> Result<Value, any Error>
     ) {
+        guard begin() else { return completion(.failure(LedgerUnavailable.notWritten(.shuttingDown))) }
         let attempt = Attempt<Value> { result in
             self.end()
             completion(result)
@@ -336,7 +336,6 @@ public final class PostgresLedger: Ledger {
         forClient clientID: Int64,
         completion: @escaping @Sendable (Result<AccountStatement?, any Error>) -> Void
     ) {
-        guard begin() else { return completion(.failure(LedgerUnavailable.notWritten(.shuttingDown))) }
         answerWithin(configuration.writeDeadline * 2, completion: completion) { _ in
             do {
                 return .success(try await self.readStatement(forClient: clientID))
