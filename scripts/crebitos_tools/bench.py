@@ -34,16 +34,15 @@ def table_line(case, result, columns):
     return "  ".join(["%-10s" % c for c in case] + [fmt % result[key] for key, fmt in columns])
 
 
-def alternate(rounds, cases, measure, columns, header):
+def alternate(rounds, cases, measure, columns):
     """Every case once a round, the order reversed every other round; a line per run, then
     each case's median over the rounds."""
-    print(header)
     results = {case: [] for case in cases}
     for n in range(rounds):
         for case in cases if n % 2 == 0 else cases[::-1]:
             results[case].append(measure(case))
             print("round %d  %s" % (n + 1, table_line(case, results[case][-1], columns)), flush=True)
-    print("median over %d rounds:\n%s" % (rounds, header))
+    print("median over %d rounds:" % rounds)
     for case in cases:
         medians = {key: statistics.median(r[key] for r in results[case]) for key, _ in columns}
         print("median   %s" % table_line(case, medians, columns))
@@ -171,12 +170,12 @@ def transport(a):
                     "p50": wrk_ms(out, 50), "p99": wrk_ms(out, 99), "cpu_us": cpu_us,
                     "errors": sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))}
 
-        print("wrk: %ds per run, connections %s, 1 thread; synchronous=%s; limits %s; %d cores; %s" % (
+        print("wrk: %ds per run, connections %s, 1 thread; each line: connections, mix, transport; synchronous=%s; limits %s; %d cores; %s" % (
             a.seconds, a.connections, a.synchronous, a.limits, os.cpu_count(), time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())))
         cases = [(int(c), mix, t) for c in a.connections.replace(",", " ").split() for mix in ("mix", "get") for t in ("uds", "tcp")]
         alternate(a.rounds, cases, measure,
                   [("rps", "%9.0f req/s"), ("p50", "p50 %7.3f ms"), ("p99", "p99 %7.3f ms"), ("cpu_us", "cpu %6.1f us/req"),
-                   ("errors", "socket errors %d")], "connections, mix, transport, then the numbers")
+                   ("errors", "socket errors %d")])
     finally:
         for t in stacks:
             subprocess.run([os.path.join(SCRIPTS, "stack-down"), "--state-dir", os.path.join(work, t), "--quiet"],
@@ -231,8 +230,7 @@ def instance(a):
         a.rate, a.seconds, a.rounds, a.sync, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     alternate(a.rounds, [(label,) for label in binaries], measure,
               [("requests", "%8d requests"), ("failed", "%5d non-2xx"), ("cpu_us", "CPU %6.0f µs/req"),
-               ("switches", "%6.2f switches/req"), ("p50", "p50 %6.2f"), ("p99", "p99 %6.2f"), ("max", "max %7.1f ms")],
-              "binary, then the numbers")
+               ("switches", "%6.2f switches/req"), ("p50", "p50 %6.2f"), ("p99", "p99 %6.2f"), ("max", "max %7.1f ms")])
 
 
 # -- writes ----------------------------------------------------------------------------------
