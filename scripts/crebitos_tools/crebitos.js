@@ -1,7 +1,8 @@
-// The Rinha de Backend 2024/Q1 load test ("RinhaBackendCrebitosSimulation"), for k6.
+// The Rinha de Backend 2024/Q1 load test ("RinhaBackendCrebitosSimulation"), for k6, and
+// the constant-rate probes of `scripts/loadtest floor` and `scripts/loadtest instance`.
 //
-// Same order, same rates and the same checks as the official Gatling simulation
-// (docs/API.md, "The load test"):
+// The contest (the default) keeps the order, the rates and the checks of the official
+// Gatling simulation (docs/API.md, "The load test"):
 //   setup()        phase 1: 25 simultaneous debits of 1 on client 1, statement == -25,
 //                  25 simultaneous credits of 1, statement == 0;
 //                  phase 2: the 5 clients at once (initial statement, "toma", "devolve",
@@ -14,8 +15,8 @@
 // Like Gatling, every request opens its own TCP connection (noConnectionReuse).
 //
 // Nothing is judged here: every request is written as one line to the console output
-// (k6 --console-output FILE --log-format raw), and score.py / audit.py judge the run
-// from those lines. One line per request:
+// (k6 --console-output FILE --log-format raw), and score.py / loadtest_audit.py judge the
+// run from those lines. One line per request:
 //   R|phase|t0_ms|rt_ms|status|ok|inc|cliente|tipo|valor|descricao|saldo|instance|reason
 // phase: v = phases 1-2 (validations), d = debit, c = credit, e = statement.
 // rt_ms: full response time, connection set-up included (as Gatling measures it).
@@ -23,19 +24,29 @@
 // reason: why ok or inc is 0/1 ("" when fine), plus "x:..." for checks stricter than
 // Gatling's that do not change the score.
 //
-// Environment: BASE_URL, SCALE (rate multiplier), RAMP_S, PLATEAU_S, SUMMARY_PATH.
+// Environment: BASE_URL, SCALE (rate multiplier), RAMP_S, PLATEAU_S, SUMMARY_PATH, LIMITS.
+//
+// With RATE set, none of that: a constant RATE requests/s for SECONDS, nothing recorded,
+// only the `full_ms` trend (connection set-up included) in the summary. TARGET=mix sends
+// the contest's blend (220 : 110 : 10 debits, credits, statements on random clients) to
+// BASE_URL; otherwise every request is METHOD (GET) to TARGET, a POST alternating credits
+// and debits of 1 on client 1 ("floor"). REUSE=1 keeps connections open (as nginx's
+// upstream keep-alive does); by default each request opens its own, as in the contest.
 
 import http from 'k6/http';
+import { Trend } from 'k6/metrics';
 
 const BASE = __ENV.BASE_URL || 'http://127.0.0.1:9999';
 const SCALE = Number(__ENV.SCALE || '1');
 const RAMP_S = Number(__ENV.RAMP_S === undefined ? '120' : __ENV.RAMP_S);
 const PLATEAU_S = Number(__ENV.PLATEAU_S === undefined ? '120' : __ENV.PLATEAU_S);
 const SUMMARY_PATH = __ENV.SUMMARY_PATH || '';
+const RATE = Number(__ENV.RATE || '0');
+const CONSTANT = RATE > 0;
 
 // The five clients and their limits (docs/API.md): scripts/loadtest passes them from
 // crebitos_tools/clients.py, the one place they are written down.
-const LIMITS = JSON.parse(__ENV.LIMITS);
+const LIMITS = JSON.parse(__ENV.LIMITS || '{}');
 const CLIENTS = [1, 2, 3, 4, 5];
 
 const PARAMS = { headers: { 'content-type': 'application/json' } };
@@ -62,9 +73,18 @@ function rampScenario(exec, baseRate) {
   };
 }
 
+function constantScenario() {
+  return {
+    executor: 'constant-arrival-rate', exec: 'constant', rate: RATE, timeUnit: '1s',
+    duration: `${Number(__ENV.SECONDS || '20')}s`, preAllocatedVUs: Math.ceil(RATE / 10) + 5, maxVUs: RATE + 50,
+  };
+}
+
+const REUSE = CONSTANT && __ENV.REUSE === '1';
+
 export const options = {
-  noConnectionReuse: true,
-  noVUConnectionReuse: true,
+  noConnectionReuse: !REUSE,
+  noVUConnectionReuse: !REUSE,
   userAgent: 'Agente do Caos - 2024/Q1',
   batch: 32,
   batchPerHost: 32,
@@ -72,7 +92,7 @@ export const options = {
   // Fewer tags: less work per sample for k6 (we do not use its metrics for the score).
   systemTags: ['status', 'method', 'scenario'],
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'p(99.9)', 'max'],
-  scenarios: {
+  scenarios: CONSTANT ? { constant: constantScenario() } : {
     debitos: rampScenario('debito', 220),
     creditos: rampScenario('credito', 110),
     extratos: rampScenario('extrato', 10),
@@ -199,6 +219,7 @@ function checkStatement(phase, t0, res, cliente, expectations) {
 const ULT = (b, i) => b.ultimas_transacoes[i];
 
 export function setup() {
+  if (CONSTANT) return;
   // Phase 1: concurrency on client 1.
   for (const [tipo, expected] of [['d', -25], ['c', 0]]) {
     let t0 = Date.now();
@@ -304,6 +325,25 @@ export function extrato() {
     ['limite ultrapassado', (b) => b.saldo.total >= -b.saldo.limite, true],
     ['x:limite', (b) => b.saldo.limite === LIMITS[cliente], false],
   ]);
+}
+
+// The constant-rate probe: one request, timed as the contest's are.
+const fullMs = new Trend('full_ms', true);
+let sent = 0;
+export function constant() {
+  sent += 1;
+  let res;
+  if (__ENV.TARGET === 'mix') {
+    const cliente = randomClient();
+    const pick = Math.random() * 340;
+    res = pick < 10 ? http.get(`${BASE}/clientes/${cliente}/extrato`, PARAMS)
+      : http.post(`${BASE}/clientes/${cliente}/transacoes`,
+        body(1 + Math.floor(Math.random() * 10000), pick < 120 ? 'c' : 'd', randomDescricao()), PARAMS);
+  } else {
+    const post = __ENV.METHOD === 'POST';
+    res = http.request(post ? 'POST' : 'GET', __ENV.TARGET, post ? body(1, sent % 2 ? 'c' : 'd', 'floor') : null, PARAMS);
+  }
+  fullMs.add(fullTime(res));
 }
 
 export function handleSummary(data) {

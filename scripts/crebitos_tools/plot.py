@@ -1,19 +1,14 @@
-#!/usr/bin/env python3
-"""One picture of a load-test run: requests per second and latency over time.
+"""The load test's pictures (matplotlib, from .venv).
 
-Top: responses per second, by kind (debits, credits, statements, validations), with the
-arrival rate the profile asks for. Bottom: every response's latency as a faint dot,
-and per second the median, p99 and max, on a log scale.
-
-    plot.py RUN_DIR  (reads RUN_DIR/records.log and RUN_DIR/result.json, writes RUN_DIR/run.png)
-    plot.py RECORDS OUT.png [--title TEXT] [--ramp S --plateau S --scale X]
+A run (`render`): responses per second by kind (debits, credits, statements, validations),
+with the arrival rate the profile asks for; every response's latency as a faint dot, and per
+second the median, p99 and max, on a log scale; the stack's, k6's and the machine's CPU.
+A saturation curve (`draw_curves`): latency, payout and CPU against the rate multiplier,
+one or several curves on one picture.
 """
-import argparse
-import json
-import os
 from collections import defaultdict
 
-from .score import percentile, read_cpu, read_records
+from .score import percentile
 
 RATES = {"d": 220, "c": 110, "e": 10}
 NAMES = {"d": "debits", "c": "credits", "e": "statements", "v": "validations (phases 1-2)"}
@@ -21,11 +16,7 @@ COLORS = {"d": "#d62728", "c": "#2ca02c", "e": "#1f77b4", "v": "#7f7f7f"}
 
 
 def render(records, out_png, title="", ramp=None, plateau=None, scale=1.0, subtitle="", cpu=None, quota=None):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     if not records:
         raise SystemExit("no records to plot")
     t_start = min(r.t0 for r in records)
@@ -82,8 +73,7 @@ def render(records, out_png, title="", ramp=None, plateau=None, scale=1.0, subti
     ax2.text(0.0, 1.0, " 1 ms", color="gray", fontsize=8, va="bottom")
     ymax = max(r.rt for r in records)
     if ymax > 100:
-        ax2.axhline(250.0, color="red", linewidth=0.8, linestyle="--")
-        ax2.text(0.0, 250.0, " 250 ms (SLA)", color="red", fontsize=8, va="bottom")
+        _sla_line(ax2)
     ax2.set_ylabel("latency, ms (log scale; dots = single requests)")
     ax2.legend(loc="upper left", fontsize=8)
     ax2.grid(alpha=0.3, which="both")
@@ -139,39 +129,48 @@ def _shrink(path):
         pass
 
 
-def render_run(run_dir):
-    with open(os.path.join(run_dir, "result.json")) as fh:
-        res = json.load(fh)
-    recs = read_records(os.path.join(run_dir, "records.log"))
-    prof = res.get("profile", {})
-    s = res.get("score", {})
-    lat = s.get("latency_ms", {})
-    title = "crébitos load test: %s" % res.get("label", os.path.basename(run_dir.rstrip("/")))
-    ms = lambda v: "-" if v is None else ("%.2f" % v if v < 100 else "%.0f" % v)
-    sub = ("payout USD %s | OK<250ms %.2f%% | inconsistencies %s | p50 %s p99 %s p99.9 %s max %s ms | audit %s"
-           % ("{:,.2f}".format(s.get("payout_usd", 0)), s.get("ok_under_250ms_pct", 0),
-              s.get("inconsistencies"), ms(lat.get("p50")), ms(lat.get("p99")), ms(lat.get("p99_9")), ms(lat.get("max")),
-              "clean" if res.get("audit", {}).get("ok") else "FAILED/skipped"))
-    cpu = read_cpu(os.path.join(run_dir, "cpu.csv"))
-    quota = (res.get("cpu") or {}).get("quota_cpus")
-    return render(recs, os.path.join(run_dir, "run.png"), title, prof.get("ramp_s"), prof.get("plateau_s"),
-                  prof.get("scale", 1.0), sub, cpu, quota)
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("src", help="a run directory, or a records file")
-    ap.add_argument("out", nargs="?")
-    ap.add_argument("--title", default="")
-    ap.add_argument("--ramp", type=float)
-    ap.add_argument("--plateau", type=float)
-    ap.add_argument("--scale", type=float, default=1.0)
-    a = ap.parse_args()
-    if os.path.isdir(a.src):
-        print(render_run(a.src))
-    else:
-        print(render(read_records(a.src), a.out or "run.png", a.title, a.ramp, a.plateau, a.scale))
+def _sla_line(ax):
+    ax.axhline(250, color="red", linestyle="--", linewidth=0.8)
+    ax.text(0.01, 250, "250 ms SLA", color="red", fontsize=8, va="bottom", transform=ax.get_yaxis_transform())
 
 
-if __name__ == "__main__":
-    main()
+def draw_curves(sets, path, title):
+    """Curves (label -> rows of report.figures, by rate multiplier) on one picture: latency,
+    payout, then CPU. A single curve may have the label ""."""
+    plt = _pyplot()
+    fig, (a1, a2, a3) = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
+    for (label, rows), col in zip(sets.items(), ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]):
+        name = lambda what: ("%s: %s" % (label, what)) if label else what
+        xs = [r["scale"] for r in rows]
+        for key, what, style in (("p50", "p50", "o:"), ("p99", "p99", "o-"), ("p99_9", "p99.9", "^--")):
+            a1.plot(xs, [r[key] for r in rows], style, color=col, label=name(what))
+        a2.plot(xs, [r["payout_usd"] / 1000 for r in rows], "s-", color=col, label=name("payout"))
+        a3.plot(xs, [r["stack_quota_used_pct"] for r in rows], "o-", color=col, label=name("stack CPU, % of its 1.5 CPU"))
+        a3.plot(xs, [r["k6_cpu_pct"] for r in rows], "x--", color=col, alpha=0.6, label=name("k6 CPU, % of one core"))
+        a3.plot(xs, [r["others_cpu_pct"] for r in rows], "^:", color=col, alpha=0.5,
+                label=name("other programs (noise), % of one core"))
+    a1.set_yscale("log")
+    _sla_line(a1)
+    a1.set_ylabel("latency, ms (log)")
+    a1.grid(alpha=0.3, which="both")
+    a2.set_ylabel("payout, thousand USD")
+    a2.set_ylim(min([0] + [r["payout_usd"] / 1000 for rows in sets.values() for r in rows]) - 5, 105)
+    a2.grid(alpha=0.3)
+    a3.set_ylabel("CPU %")
+    a3.set_xlabel("rate multiplier (x1 = 220 debits + 110 credits + 10 statements per second)")
+    a3.grid(alpha=0.3)
+    for ax in (a1, a2, a3):
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

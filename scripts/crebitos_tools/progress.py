@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+from .score import percentile
+
 
 class Progress(threading.Thread):
     def __init__(self, poll, every=5.0, label="progress", out=sys.stderr):
@@ -29,7 +31,7 @@ class Progress(threading.Thread):
             bisect.insort(self.latencies, ms)
             self.total += 1
             self.errors += 0 if ok else 1
-        p99 = self.latencies[min(len(self.latencies) - 1, int(0.99 * len(self.latencies)))] if self.latencies else None
+        p99 = percentile(self.latencies, 99)
         self.out.write("%s: %5.0f s  %7.1f req/s  %7d requests  %5d errors  p99 %-9s  phase %s\n" % (
             self.label, time.monotonic() - self.t0, len(new) / self.every, self.total, self.errors,
             "-" if p99 is None else "%.1f ms" % p99, self.phase))

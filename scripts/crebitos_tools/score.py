@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The contest's score of one load-test run, from the k6 script's record lines.
 
 docs/API.md, "Scoring": the share of responses that are OK (expected status, every check
@@ -8,10 +7,7 @@ USD 100,000 minus the fines.
 
 Arrivals that k6 could not start (``dropped_iterations``: no free virtual user) are
 requests Gatling's open model would have sent; they count as failed requests.
-
-    score.py RECORDS [--k6-summary FILE] [--json OUT]
 """
-import argparse
 import json
 import math
 from collections import Counter
@@ -200,24 +196,6 @@ def quiet_stats(records, cpu_rows, max_others=0.1):
     }
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("records")
-    ap.add_argument("--k6-summary")
-    ap.add_argument("--plateau-start", type=float)
-    ap.add_argument("--json")
-    a = ap.parse_args()
-    dropped = 0
-    if a.k6_summary:
-        dropped = dropped_arrivals(a.k6_summary)
-    res = score(read_records(a.records), dropped, a.plateau_start)
-    text = json.dumps(res, indent=2)
-    if a.json:
-        with open(a.json, "w") as fh:
-            fh.write(text + "\n")
-    print(text)
-
-
 def dropped_arrivals(k6_summary_path):
     """k6's dropped_iterations count from its end-of-test summary JSON (0 if absent)."""
     try:
@@ -229,6 +207,3 @@ def dropped_arrivals(k6_summary_path):
     vals = m.get("values", m)
     return int(vals.get("count", 0) or 0)
 
-
-if __name__ == "__main__":
-    main()

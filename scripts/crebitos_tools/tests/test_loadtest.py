@@ -1,4 +1,5 @@
-"""Tests of the load test's judges: the score (score.py) and the ledger audit (loadtest_audit.py).
+"""Tests of the load test's judges: the score (score.py), the ledger audit (loadtest_audit.py)
+and the verdict a run ends with (loadrun.py).
 
 Stdlib only, no k6 and no server: records are written as the k6 script writes them and
 the database is built by hand with the server's schema. Run:
@@ -10,7 +11,7 @@ import sqlite3
 import tempfile
 import unittest
 
-from crebitos_tools import loadtest_audit as audit, score
+from crebitos_tools import loadrun, loadtest_audit as audit, score
 from crebitos_tools.clients import LIMITS
 
 
@@ -74,6 +75,27 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual(s["inconsistencies"], 1)
         self.assertEqual(s["fines_usd"]["inconsistencies"], 803.01)
         self.assertEqual(s["payout_usd"], round(100000 - 803.01, 2))
+
+
+class VerdictTest(unittest.TestCase):
+    def verdict(self, lines, audit_ok=True, k6_exit=0, strict=False):
+        res = {"score": score.score(records(*lines)), "k6": {"exit_code": k6_exit}}
+        if audit_ok is not None:
+            res["audit"] = {"ok": audit_ok}
+        return loadrun.verdict(res, strict), res["verdict_line"]
+
+    def test_clean_run_passes_even_below_the_sla_unless_strict(self):
+        slow = [line(rt=300.0) for _ in range(10)]
+        self.assertEqual(self.verdict(slow)[0], [])
+        self.assertIn("SLA missed", self.verdict(slow)[1])
+        self.assertEqual(self.verdict(slow, strict=True)[0], ["payout below USD 100,000 (--strict)"])
+
+    def test_each_failure_is_named(self):
+        self.assertEqual(self.verdict([line(ok=0, inc=1, reason="limite ultrapassado")])[0], ["1 inconsistencies"])
+        self.assertEqual(self.verdict([line(phase="v", ok=0)])[0], ["1 validation(s) of phases 1-2 failed"])
+        self.assertEqual(self.verdict([line()], audit_ok=False)[0], ["ledger audit failed"])
+        self.assertEqual(self.verdict([line()], audit_ok=None)[0], ["no audit"])
+        self.assertEqual(self.verdict([line()], k6_exit=107)[0], ["k6 exited 107"])
 
 
 class AuditTest(unittest.TestCase):
