@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+import traceback
 
 from . import REPO, SCRIPTS, log, stackctl
 from .ledger import format_report
@@ -97,6 +98,10 @@ def run(name, args, body, after=None, echo=False, own_stack=True, **stack_option
         return checks.close()
     try:
         ctx = body(stack, checks)
+    except Exception as e:  # the test itself broke: a failed check, and the stack is still stopped
+        log(traceback.format_exc())
+        checks.add("run", False, "%s: %s" % (type(e).__name__, e))
+        after = None
     finally:
         if not args.keep:
             stack.down(check=False)
