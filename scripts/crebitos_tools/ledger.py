@@ -144,7 +144,7 @@ class Snapshot:
         out = []
 
         def check(name, ok, msg):
-            out.append({"check": name, "ok": bool(ok), "message": msg})
+            out.append(finding(name, ok, msg))
 
         wrong = {cid: self.clientes.get(cid) for cid in LIMITS
                  if cid not in self.clientes or self.clientes[cid][0] != LIMITS[cid]}
@@ -176,11 +176,15 @@ def format_report(checks, title="ledger audit"):
 ACKED, REFUSED, UNCLEAR = "acked", "refused", "unclear"
 
 
+def finding(check, ok, message):
+    return {"check": check, "ok": bool(ok), "message": message}
+
+
 def compare(snap, sent, since_id=0):
     """The rows after since_id against the transactions a test sent: `sent` is (request,
     outcome, saldos) per transaction, request = (cliente, tipo, valor, descricao), outcome
     ACKED (answered 200, saldos the balances it returned), REFUSED (a 4xx) or UNCLEAR (no
-    answer or a 5xx: it may have committed). Returns (checks, matching):
+    answer or a 5xx: it may have committed). Returns (findings, matching):
 
       count      rows stored == transactions answered 200 + the unclear ones that committed
       acked      every transaction answered 200 is stored
@@ -189,44 +193,29 @@ def compare(snap, sent, since_id=0):
       unanswered (only when there are some) rows of unclear requests: allowed, reported
       saldos     the balance each 200 returned is the replayed balance right after its row
 
-    matching: {"stored": {request: [row ids]}, "rows": n, "acked": n, "missing": n,
-    "twice": n, "unanswered": n}."""
-    out = []
-
-    def check(name, ok, msg):
-        out.append({"check": name, "ok": bool(ok), "message": msg})
-
+    matching: {"stored": {request: [row ids]}, "rows", "acked", "missing", "twice": counts}."""
     new_rows = [r for r in snap.rows if r[0] > since_id]
     stored = defaultdict(list)
     for rid, cid, valor, tipo, descr, _ in new_rows:
         stored[(cid, tipo, valor, descr)].append(rid)
-    acked, refused, unclear = defaultdict(list), Counter(), Counter()
+    acked, told = defaultdict(list), defaultdict(Counter)
     for request, outcome, saldos in sent:
+        told[outcome][request] += 1
         if outcome == ACKED:
             acked[request] += saldos
-        elif outcome == REFUSED:
-            refused[request] += 1
-        else:
-            unclear[request] += 1
     n_acked = sum(len(v) for v in acked.values())
-    missing, twice, refused_stored, never_sent, maybe = [], [], [], [], []
+    missing, maybe = [], []
+    extra = {"stored twice": [], "stored although refused": [], "never sent": []}
     for request in set(stored) | set(acked):
-        s, a = len(stored.get(request, ())), len(acked.get(request, ()))
+        s, a, unclear = len(stored.get(request, ())), len(acked.get(request, ())), told[UNCLEAR][request]
+        explained = min(max(s - a, 0), unclear)
         if s < a:
             missing.append((request, a - s))
-        elif s > a:
-            explained = min(s - a, unclear.get(request, 0))
-            if explained:
-                maybe.append((request, explained))
-            extra = s - a - explained
-            if not extra:
-                continue
-            if a or unclear.get(request, 0):
-                twice.append((request, extra))
-            elif refused.get(request, 0):
-                refused_stored.append((request, extra))
-            else:
-                never_sent.append((request, extra))
+        if explained:
+            maybe.append((request, explained))
+        if s - a - explained > 0:
+            kind = "stored twice" if a or unclear else "stored although refused" if told[REFUSED][request] else "never sent"
+            extra[kind].append((request, s - a - explained))
 
     def many(lst):
         return sum(n for _, n in lst)
@@ -234,33 +223,24 @@ def compare(snap, sent, since_id=0):
     def fmt(lst):
         return ", ".join("%s x%d" % (k, n) for k, n in sorted(lst)[:MAX_EXAMPLES])
 
-    check("count", len(new_rows) == n_acked + many(maybe),
-          "%d rows stored by the run, %d transactions answered 200%s"
-          % (len(new_rows), n_acked, (", %d rows from requests without an answer" % many(maybe)) if maybe else ""))
-    check("acked", not missing, "every 200 is stored" if not missing
-          else "%d acknowledged transactions missing: %s" % (many(missing), fmt(missing)))
-    check("extra", not (twice or refused_stored or never_sent),
-          "nothing stored twice, refused or never sent" if not (twice or refused_stored or never_sent)
-          else "; ".join(x for x in (
-              twice and "%d stored twice: %s" % (many(twice), fmt(twice)),
-              refused_stored and "%d stored although refused: %s" % (many(refused_stored), fmt(refused_stored)),
-              never_sent and "%d never sent: %s" % (many(never_sent), fmt(never_sent)),
-          ) if x))
+    out = [finding("count", len(new_rows) == n_acked + many(maybe), "%d rows stored by the run, %d transactions answered "
+                   "200%s" % (len(new_rows), n_acked, ", %d rows from requests without an answer" % many(maybe) if maybe else "")),
+           finding("acked", not missing, "every 200 is stored" if not missing
+                   else "%d acknowledged transactions missing: %s" % (many(missing), fmt(missing))),
+           finding("extra", not any(extra.values()), "; ".join("%d %s: %s" % (many(v), k, fmt(v)) for k, v in extra.items() if v)
+                   or "nothing stored twice, refused or never sent")]
     if maybe:
-        check("unanswered", True, "%d rows whose request got no answer or a 5xx (allowed: %s)"
-              % (many(maybe), fmt(maybe)))
+        out.append(finding("unanswered", True, "%d rows whose request got no answer or a 5xx (allowed: %s)"
+                           % (many(maybe), fmt(maybe))))
     wrong_saldo, compared = [], 0
     for request, saldos in acked.items():
         ids = stored.get(request, [])
-        if not ids:
-            continue
-        got = Counter(s for s in saldos if s is not None)
-        want = Counter(snap.after_row[i] for i in ids)
+        got, want = Counter(x for x in saldos if x is not None), Counter(snap.after_row[i] for i in ids)
         compared += min(len(saldos), len(ids))
-        if len(saldos) == len(ids) and got != want:
+        if ids and len(saldos) == len(ids) and got != want:
             wrong_saldo.append((request, sorted(got.elements()), sorted(want.elements())))
-    check("saldos", not wrong_saldo, "%d returned balances equal the replayed ledger" % compared
-          if not wrong_saldo else "%d transactions whose returned saldo differs from the replay, e.g. %s"
-          % (len(wrong_saldo), wrong_saldo[:3]))
+    out.append(finding("saldos", not wrong_saldo, "%d returned balances equal the replayed ledger" % compared
+                       if not wrong_saldo else "%d transactions whose returned saldo differs from the replay, e.g. %s"
+                       % (len(wrong_saldo), wrong_saldo[:3])))
     return out, {"stored": stored, "rows": len(new_rows), "acked": n_acked, "missing": many(missing),
-                 "twice": many(twice), "unanswered": many(maybe)}
+                 "twice": many(extra["stored twice"])}
