@@ -4,6 +4,9 @@ private copy of the server, the list of checks with its closing "N passed, M fai
 stack stopped and its logs kept whatever happens, and the checks several of them make
 (scripts/audit on a file, the same processes throughout, clean instance logs, a workload
 run with faults beside it and drained). Each test's main says only what is its own.
+
+Of stackctl, the tests use stackctl.Stack; its helpers beyond the class (build_binary,
+copy_binary, pids, rss_kb) are used here only, so a change to them is one place to follow.
 """
 import argparse
 import asyncio
@@ -164,5 +167,5 @@ def add_drain(checks, left):
 
 
 def count(pairs):
-    """'k: n, ...' of a dict of counts, sorted; '-' when empty."""
+    """'k: n, ...' of a dict of counts, sorted; 'none' when empty."""
     return ", ".join("%s: %d" % kv for kv in sorted(pairs.items(), key=str)) or "none"
