@@ -131,7 +131,7 @@ async def exchange(data, host="127.0.0.1", port=80, unix_path=None, timeout=10.0
                     await writer.drain()
                 if half_close and writer.can_write_eof():
                     writer.write_eof()
-            except (ConnectionResetError, BrokenPipeError) as e:
+            except (ConnectionResetError, BrokenPipeError):
                 # The server may answer and close before reading everything (nginx does
                 # for a too large body): the answer is still there to read.
                 pass

@@ -8,9 +8,10 @@ snapshot, the replay of every client's history, and the invariants of docs/API.m
   history    replaying each client's rows in commit order (transacoes.id) never goes below
              -limite: the invariant held at every commit, not only at the end
 
-scripts/audit prints them for a file; the load test (loadtest_audit.py) and the fault tests
-(ledger_audit.py) add their checks of what each request was answered against the same
-snapshot and replay. Read-only, and safe while the stack runs (WAL: readers see every
+scripts/audit prints them for a file. compare() matches the rows against the requests a test
+sent and what each was answered: the one matching both the load test's audit
+(loadtest_audit.py, from k6's records) and the fault tests' (ledger_audit.py, from the
+workload's intents) use, each with its own reader of its records. Read-only, and safe while the stack runs (WAL: readers see every
 committed transaction and block no writer).
 
 A database is a SQLite file's path, or a postgres:// URL (the PostgreSQL store): that one is
@@ -19,7 +20,7 @@ read with `psql -At` in one REPEATABLE READ, READ ONLY transaction, the same sna
 import os
 import sqlite3
 import subprocess
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from .clients import LIMITS
 
@@ -143,7 +144,7 @@ class Snapshot:
         out = []
 
         def check(name, ok, msg):
-            out.append({"check": name, "ok": bool(ok), "message": msg})
+            out.append(finding(name, ok, msg))
 
         wrong = {cid: self.clientes.get(cid) for cid in LIMITS
                  if cid not in self.clientes or self.clientes[cid][0] != LIMITS[cid]}
@@ -170,3 +171,76 @@ def format_report(checks, title="ledger audit"):
     lines = ["%s: %s" % (title, "CLEAN" if all(c["ok"] for c in checks) else "FAILED")]
     lines += ["  [%s] %-10s %s" % ("ok" if c["ok"] else "FAIL", c["check"], c["message"]) for c in checks]
     return "\n".join(lines)
+
+
+ACKED, REFUSED, UNCLEAR = "acked", "refused", "unclear"
+
+
+def finding(check, ok, message):
+    return {"check": check, "ok": bool(ok), "message": message}
+
+
+def compare(snap, sent, since_id=0):
+    """The rows after since_id against the transactions a test sent: `sent` is (request,
+    outcome, saldos) per transaction, request = (cliente, tipo, valor, descricao), outcome
+    ACKED (answered 200, saldos the balances it returned), REFUSED (a 4xx) or UNCLEAR (no
+    answer or a 5xx: it may have committed). Returns (findings, matching):
+
+      count      rows stored == transactions answered 200 + the unclear ones that committed
+      acked      every transaction answered 200 is stored
+      extra      nothing else is stored: not twice, not a refused one, not one never sent
+                 (nor one stored with another client, tipo or valor than sent)
+      unanswered (only when there are some) rows of unclear requests: allowed, reported
+      saldos     the balance each 200 returned is the replayed balance right after its row
+
+    matching: {"stored": {request: [row ids]}, "rows", "acked", "missing", "twice": counts}."""
+    new_rows = [r for r in snap.rows if r[0] > since_id]
+    stored = defaultdict(list)
+    for rid, cid, valor, tipo, descr, _ in new_rows:
+        stored[(cid, tipo, valor, descr)].append(rid)
+    acked, told = defaultdict(list), defaultdict(Counter)
+    for request, outcome, saldos in sent:
+        told[outcome][request] += 1
+        if outcome == ACKED:
+            acked[request] += saldos
+    n_acked = sum(len(v) for v in acked.values())
+    missing, maybe = [], []
+    extra = {"stored twice": [], "stored although refused": [], "never sent": []}
+    for request in set(stored) | set(acked):
+        s, a, unclear = len(stored.get(request, ())), len(acked.get(request, ())), told[UNCLEAR][request]
+        explained = min(max(s - a, 0), unclear)
+        if s < a:
+            missing.append((request, a - s))
+        if explained:
+            maybe.append((request, explained))
+        if s - a - explained > 0:
+            kind = "stored twice" if a or unclear else "stored although refused" if told[REFUSED][request] else "never sent"
+            extra[kind].append((request, s - a - explained))
+
+    def many(lst):
+        return sum(n for _, n in lst)
+
+    def fmt(lst):
+        return ", ".join("%s x%d" % (k, n) for k, n in sorted(lst)[:MAX_EXAMPLES])
+
+    out = [finding("count", len(new_rows) == n_acked + many(maybe), "%d rows stored by the run, %d transactions answered "
+                   "200%s" % (len(new_rows), n_acked, ", %d rows from requests without an answer" % many(maybe) if maybe else "")),
+           finding("acked", not missing, "every 200 is stored" if not missing
+                   else "%d acknowledged transactions missing: %s" % (many(missing), fmt(missing))),
+           finding("extra", not any(extra.values()), "; ".join("%d %s: %s" % (many(v), k, fmt(v)) for k, v in extra.items() if v)
+                   or "nothing stored twice, refused or never sent")]
+    if maybe:
+        out.append(finding("unanswered", True, "%d rows whose request got no answer or a 5xx (allowed: %s)"
+                           % (many(maybe), fmt(maybe))))
+    wrong_saldo, compared = [], 0
+    for request, saldos in acked.items():
+        ids = stored.get(request, [])
+        got, want = Counter(x for x in saldos if x is not None), Counter(snap.after_row[i] for i in ids)
+        compared += min(len(saldos), len(ids))
+        if ids and len(saldos) == len(ids) and got != want:
+            wrong_saldo.append((request, sorted(got.elements()), sorted(want.elements())))
+    out.append(finding("saldos", not wrong_saldo, "%d returned balances equal the replayed ledger" % compared
+                       if not wrong_saldo else "%d transactions whose returned saldo differs from the replay, e.g. %s"
+                       % (len(wrong_saldo), wrong_saldo[:3])))
+    return out, {"stored": stored, "rows": len(new_rows), "acked": n_acked, "missing": many(missing),
+                 "twice": many(extra["stored twice"])}

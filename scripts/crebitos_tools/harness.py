@@ -1,0 +1,171 @@
+"""What the fault and bad-input tests share (crash-test, freeze-test, backup-test,
+badinput-test, schemathesis-test): the options every one takes, a stack of its own with a
+private copy of the server, the list of checks with its closing "N passed, M failed", the
+stack stopped and its logs kept whatever happens, and the checks several of them make
+(scripts/audit on a file, the same processes throughout, clean instance logs, a workload
+run with faults beside it and drained). Each test's main says only what is its own.
+
+Of stackctl, the tests use stackctl.Stack; its helpers beyond the class (build_binary,
+copy_binary, pids, rss_kb) are used here only, so a change to them is one place to follow.
+"""
+import argparse
+import asyncio
+import datetime
+import os
+import shutil
+import subprocess
+import time
+import traceback
+
+from . import REPO, SCRIPTS, log, stackctl
+from .ledger import format_report
+from .progress import Progress
+
+SERVICES = ("nginx", "api01", "api02")
+INSTANCES = ("api01", "api02")
+
+
+def parser(doc):
+    """An option parser with the options every test takes; the test adds its own."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", help="server binary (default: swift build -c release, then a private copy)")
+    ap.add_argument("--no-build", action="store_true", help="use the last release build as it is")
+    ap.add_argument("--out", help="where the records and the report go (runs/NAME-<time>)")
+    ap.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    return ap
+
+
+class Checks:
+    """The test's verdicts, and the dir its records and report go to (out). Each verdict is
+    printed as it comes when it failed (or always, with echo); the failures are listed
+    again above the closing count."""
+
+    def __init__(self, out, echo=False):
+        self.items, self.out, self.echo = [], out, echo
+
+    def add(self, name, ok, detail):
+        ok = bool(ok)
+        self.items.append((name, ok, detail))
+        if self.echo or not ok:
+            log("  %s  %s: %s" % ("ok  " if ok else "FAIL", name, detail))
+        return ok
+
+    def add_audit(self, res, title):
+        """A ledger audit's report, and its checks as this test's."""
+        log("")
+        log(format_report(res["checks"], title))
+        for c in res["checks"]:
+            self.items.append((c["check"], c["ok"], c["message"]))
+
+    @property
+    def failed(self):
+        return [c for c in self.items if not c[1]]
+
+    def as_json(self):
+        return [{"check": n, "ok": ok, "message": m} for n, ok, m in self.items]
+
+    def close(self):
+        if self.failed:
+            log("")
+            log("failures:")
+            for name, _, detail in self.failed[:40]:
+                log("  FAIL  %s: %s" % (name, detail))
+        log("")
+        log("%d passed, %d failed" % (len(self.items) - len(self.failed), len(self.failed)))
+        return 1 if self.failed else 0
+
+
+def run(name, args, body, after=None, echo=False, own_stack=True, **stack_options):
+    """Runs one test: an out dir, a stack of its own (stack_options go to stackctl.Stack)
+    with a private copy of the binary (a rebuild by someone else during the test changes
+    nothing), body(stack, checks) while it runs, then the stack stopped (unless --keep),
+    after(stack, checks, what body returned) once it is down, its logs copied to the out
+    dir, its state removed if everything held. Returns the exit code. Without own_stack
+    body gets None (the test runs against a stack it was pointed at)."""
+    out = os.path.abspath(args.out or os.path.join(
+        REPO, "runs", "%s-%s" % (name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))))
+    os.makedirs(out, exist_ok=True)
+    checks = Checks(out, echo)
+    if not own_stack:
+        body(None, checks)
+        return checks.close()
+    binary = args.bin or stackctl.build_binary(args.no_build, log)
+    stack = stackctl.Stack(out, name=name, **stack_options)
+    stackctl.copy_binary(binary, stack.bin)
+    log("  stack: 127.0.0.1:%d, state %s, report in %s" % (stack.port, stack.state, out))
+    try:
+        stack.up()
+    except RuntimeError as e:
+        checks.add("stack-up", False, str(e))
+        stack.down(check=False)
+        return checks.close()
+    try:
+        ctx = body(stack, checks)
+    except Exception as e:  # the test itself broke: a failed check, and the stack is still stopped
+        log(traceback.format_exc())
+        checks.add("run", False, "%s: %s" % (type(e).__name__, e))
+        after = None
+    finally:
+        if not args.keep:
+            stack.down(check=False)
+    if after:
+        after(stack, checks, ctx)
+    if not args.keep:
+        shutil.copytree(os.path.join(stack.state, "logs"), os.path.join(out, "stack-logs"), dirs_exist_ok=True)
+        log("stack logs: %s" % os.path.join(out, "stack-logs"))
+        if not checks.failed:
+            shutil.rmtree(stack.state, ignore_errors=True)
+    return checks.close()
+
+
+def pids(stack):
+    """{service: pid} of the stack's running processes."""
+    return stackctl.pids(stack.state)
+
+
+def rss_mb(stack, svc):
+    kb = stackctl.rss_kb(pids(stack).get(svc, 0))
+    return kb / 1024 if kb else None
+
+
+def audit_file(path):
+    """scripts/audit --quiet on a database: (consistent, its verdict line)."""
+    r = subprocess.run([os.path.join(SCRIPTS, "audit"), "--quiet", path], capture_output=True, text=True)
+    return r.returncode == 0, (r.stdout + r.stderr).strip()[-300:]
+
+
+def log_lines(stack, svc, words):
+    """The lines of an instance's log that hold any of `words`."""
+    with open(os.path.join(stack.state, "logs", svc + ".log"), errors="replace") as fh:
+        return [line.strip() for line in fh if any(w in line for w in words)]
+
+
+def under_load(wl, seconds, faults, label):
+    """Runs the workload for `seconds` while faults(progress) injects the test's faults,
+    then waits up to 120 s for every request and retry to end. Returns how many had not."""
+    progress = Progress(wl.take_finished, label=label)
+
+    async def scenario():
+        wl.t_start = time.monotonic()
+        progress.start()
+        load = asyncio.ensure_future(wl.run(seconds))
+        await faults(progress)
+        await load
+        log("  load ended at t=%.1fs: %d transactions started, %d statements; waiting for retries"
+            % (wl.now(), len(wl.intents), len(wl.statements)))
+        progress.phase = "waiting for retries"
+        left = await wl.drain(120)
+        progress.stop()
+        return left
+
+    return asyncio.run(scenario())
+
+
+def add_drain(checks, left):
+    checks.add("drain", left == 0, "every request and retry ended" if left == 0
+               else "%d requests still running 120 s after the load" % left)
+
+
+def count(pairs):
+    """'k: n, ...' of a dict of counts, sorted; 'none' when empty."""
+    return ", ".join("%s: %d" % kv for kv in sorted(pairs.items(), key=str)) or "none"
