@@ -80,9 +80,18 @@ def proc_starttime(pid):
 
 
 def is_zombie(pid):
-    """Gone or a zombie: a zombie has finished and only waits for its parent to collect it."""
-    fields = _stat_fields(pid)
-    return not fields or fields[0] == "Z"
+    """Gone, or a zombie: finished, waiting only for its parent to collect it. The main
+    thread of a multithreaded server shows Z as soon as it returns while the other threads
+    still shut down (and hold the process in its cgroup): finished means every thread is Z."""
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return True
+    for tid in tids:
+        state = (read_text("/proc/%d/task/%s/stat" % (pid, tid)) or ")  Z").rsplit(")", 1)[1].split()
+        if state and state[0] != "Z":
+            return False
+    return True
 
 
 def pid_running(pid, starttime=None):
@@ -1099,6 +1108,11 @@ def down(state, quiet=False, env=None):
             failed = True
     if cg:
         left = cg.procs(env["STACK_CGROUP"])
+        for _ in range(20):  # a process that just exited may take a moment to leave its cgroup
+            if not left:
+                break
+            time.sleep(0.1)
+            left = cg.procs(env["STACK_CGROUP"])
         if left:
             log("processes still in cgroup %s: %s" % (env["STACK_CGROUP"], " ".join(map(str, left))))
             failed = True
@@ -1142,7 +1156,8 @@ CGROUP_CPUACCT, CGROUP_MEMORY; docs/STACK.md).""").parse_args(argv)
         st = proc_status(pid)
         mem = "rss %6.1f MB  peak %6.1f MB" % (int(st.get("VmRSS") or 0) / 1024, int(st.get("VmHWM") or 0) / 1024)
         if svc == "nginx":
-            health = "GET /clientes/1/extrato -> %s" % http_get("127.0.0.1:" + env["STACK_PORT"], "/clientes/1/extrato")[0] or "000"
+            status = http_get("127.0.0.1:" + env["STACK_PORT"], "/clientes/1/extrato")[0]
+            health = "GET /clientes/1/extrato -> %s" % (status or "000")
         else:
             healthy, health = instance_health(env, svc)
             if not healthy:
@@ -1192,7 +1207,7 @@ def supervise(state):
             try:
                 pid = launch_instance(state, env, svc, "restarted by the supervisor (restart: unless-stopped)")
                 log("%s %s restarted: pid %d" % (utc_now(), svc, pid))
-            except (SystemExit, OSError) as e:
+            except (SystemExit, OSError, subprocess.SubprocessError) as e:
                 log("%s %s did not start: %s" % (utc_now(), svc, e))
             since[svc] = time.monotonic()
             pause[svc] = min(pause[svc] * 2, 8)
