@@ -21,6 +21,7 @@ subprocess (crebitos_tools.stackctl).
 """
 import argparse
 import http.client
+import inspect
 import os
 import re
 import shlex
@@ -163,7 +164,7 @@ def rss_kb(pid):
     return int(value) if value else None
 
 
-def spawn(argv, logfile, enter=None, env=None, cwd=None):
+def spawn(argv, logfile, enter=None, env=None):
     """Start argv detached from the caller (a session of its own, immune to hangups, stdin
     from /dev/null, output appended to logfile); enter() runs in the child before exec (to
     join a cgroup), so the pid returned is the program itself, already in its cgroup."""
@@ -173,7 +174,7 @@ def spawn(argv, logfile, enter=None, env=None, cwd=None):
             enter()
     with open(logfile, "ab") as out:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd, preexec_fn=child, start_new_session=True)
+                                env=env, preexec_fn=child, start_new_session=True)
 
 
 # --- network ----------------------------------------------------------------------------------
@@ -675,7 +676,7 @@ class Postgres:
 
 def postgres_main(argv):
     ap = argparse.ArgumentParser(prog="scripts/postgres-server", formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 description=Postgres.__doc__ + """
+                                 description=inspect.cleandoc(Postgres.__doc__) + """
 
   start DIR [PORT]   initdb into DIR/data if needed, start the server on PORT or a free port (the
                      port of the last start when DIR ran before), fsync on; create the role and

@@ -8,7 +8,7 @@ STATE_DIR/stack.env; cgroup v1 (cpuacct.usage, cpu.stat, memory.max_usage_in_byt
 """
 import os
 
-from .stack import Cgroups, cgroup_pids, group_counters, read_text as _read, stack_env  # noqa: F401
+from .stack import Cgroups, cgroup_pids, group_counters, proc_status, read_text as _read, stack_env  # noqa: F401
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -78,11 +78,7 @@ def processes(groups):
     for name, dirs in sorted(groups["children"].items()):
         pids = _group_pids(dirs)
         for pid in pids:
-            status = _read("/proc/%d/status" % pid, "") or ""
-            kv = {}
-            for line in status.splitlines():
-                k, _, v = line.partition(":")
-                kv[k] = v.strip()
+            kv = proc_status(pid)
             cmd = (_read("/proc/%d/cmdline" % pid, "") or "").replace("\0", " ").strip()
             label = name
             if len(pids) > 1:
@@ -92,8 +88,8 @@ def processes(groups):
                 "name": label,
                 "pid": pid,
                 "comm": kv.get("Name"),
-                "peak_rss_mb": round(int((kv.get("VmHWM", "0 kB").split() or ["0"])[0]) / 1024.0, 1),
-                "rss_mb": round(int((kv.get("VmRSS", "0 kB").split() or ["0"])[0]) / 1024.0, 1),
+                "peak_rss_mb": round(int(kv.get("VmHWM") or 0) / 1024.0, 1),
+                "rss_mb": round(int(kv.get("VmRSS") or 0) / 1024.0, 1),
                 "threads": int(kv.get("Threads", "0") or 0),
             })
     return out
