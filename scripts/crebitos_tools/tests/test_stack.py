@@ -15,10 +15,16 @@ def read(path):
         return fh.read()
 
 
+def tempdir(test):
+    """A directory removed when test ends."""
+    path = tempfile.mkdtemp()
+    test.addCleanup(shutil.rmtree, path)
+    return path
+
+
 class PidFiles(unittest.TestCase):
     def setUp(self):
-        self.dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = tempdir(self)
         self.path = os.path.join(self.dir, "svc.pid")
 
     def test_a_recorded_process_that_runs_is_alive(self):
@@ -44,8 +50,7 @@ class PidFiles(unittest.TestCase):
 
 class StackEnv(unittest.TestCase):
     def test_python_and_bash_read_what_up_writes(self):
-        state = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, state)
+        state = tempdir(self)
         env = {"INSTANCES": "api01 api02", "STACK_PORT": 9999, "ODD": "it's $HOME `x`"}
         stack.write_stack_env(state, env)
         self.assertEqual(stack.stack_env(state), {k: str(v) for k, v in env.items()})
@@ -100,8 +105,7 @@ class Limits(unittest.TestCase):
 @unittest.skipUnless(shutil.which("nginx"), "needs nginx (nginx -V)")
 class NginxConf(unittest.TestCase):
     def setUp(self):
-        self.dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = tempdir(self)
         self.dst = os.path.join(self.dir, "nginx.conf")
 
     def test_the_native_copy_differs_only_where_it_must(self):
