@@ -3,28 +3,17 @@ fault tests: a fresh state dir under /tmp (the instances' Unix sockets must fit 
 bytes), a free port, a cgroup name of its own, and a private copy of the server binary.
 """
 import os
-import random
 import re
 import shutil
 import signal as _signal
 import subprocess
+import sys
 import tempfile
 import time
 
-from . import httpc
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = os.path.dirname(HERE)
-REPO = os.path.dirname(SCRIPTS)
-INSTANCE = os.path.join(HERE, "instance")
-
-
-def free_port():
-    for _ in range(200):
-        p = random.randint(20000, 31999)
-        if not httpc.port_open(p):
-            return p
-    raise SystemExit("no free port")
+from . import SCRIPTS, REPO
+# The controller's own process helpers, re-exported for the tests that import them from here.
+from .stack import children, stack_env, free_port, is_zombie, pids, proc_starttime, read_pidfile, release_binary, rss_kb  # noqa: F401
 
 
 class Stack:
@@ -41,11 +30,11 @@ class Stack:
         self.cgroup = "crebitos-%s-%d" % (name, os.getpid())
         self.log_path = os.path.join(out, "stack.log")
 
-    def _run(self, cmd, check=True):
+    def _run(self, cmd, check=True, env=None):
         with open(self.log_path, "a") as fh:
             fh.write("$ %s\n" % " ".join(cmd))
             fh.flush()
-            r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            r = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             fh.write(r.stdout)
         if check and r.returncode != 0:
             raise RuntimeError("%s failed (exit %d): %s" % (" ".join(cmd[:2]), r.returncode, r.stdout[-1500:]))
@@ -60,9 +49,7 @@ class Stack:
                        # they choose: no supervisor racing them.
                        "--restart", "no"] + store)
         if self.store == "postgres":
-            for line in open(os.path.join(self.state, "stack.env")):
-                if line.startswith("CREBITOS_DATABASE="):
-                    self.db = line.split("=", 1)[1].strip().strip("'")
+            self.db = stack_env(self.state)["CREBITOS_DATABASE"]
         return r
 
     def kill_postgres(self):
@@ -84,7 +71,10 @@ class Stack:
         return self._run([os.path.join(SCRIPTS, "stack-down"), "--state-dir", self.state], check=check)
 
     def instance(self, action, svc, *extra):
-        r = self._run([INSTANCE, self.state, action, svc] + list(extra))
+        """Starts one service again exactly as stack-up started it (crebitos_tools.stack
+        instance), in a process of its own: it forks the instance from a single thread."""
+        r = self._run([sys.executable, "-m", "crebitos_tools.stack", "instance", self.state, action, svc] + list(extra),
+                      env=dict(os.environ, PYTHONPATH=SCRIPTS))
         return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
 
     def patch_upstreams(self, opts):
@@ -105,10 +95,10 @@ class Stack:
         start time in its pid file; then waits until they are gone (for KILL and TERM)."""
         victims = []
         for svc in svcs:
-            pid, st = open(os.path.join(self.state, "pids", svc + ".pid")).read().split()
-            if proc_starttime(int(pid)) != st:
+            pid, st = read_pidfile(os.path.join(self.state, "pids", svc + ".pid")) or (0, None)
+            if not pid or proc_starttime(pid) != st:
                 raise RuntimeError("%s (pid %s) is not running" % (svc, pid))
-            victims.append((svc, int(pid), st))
+            victims.append((svc, pid, st))
         t0 = time.monotonic()
         for _, pid, _ in victims:
             os.kill(pid, sig)
@@ -131,20 +121,8 @@ class Stack:
             return None
 
 
-def proc_starttime(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
-def is_zombie(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def copy_binary(src, dst):
@@ -166,52 +144,6 @@ def copy_binary(src, dst):
     raise SystemExit("could not get a stable copy of %s (is a build rewriting it?)" % src)
 
 
-
-
 def build_binary(no_build=False, log=print):
     """The release binary's path, after `swift build -c release` unless no_build."""
-    if not no_build:
-        log("building: swift build -c release")
-        r = subprocess.run(["swift", "build", "-c", "release"], cwd=REPO, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit("release build failed:\n" + r.stdout[-3000:] + r.stderr[-3000:])
-    path = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=REPO,
-                          capture_output=True, text=True).stdout.strip()
-    return os.path.join(path, "crebitos")
-
-
-def pids(state):
-    """{service: pid} of the stack's running processes, from its pid files."""
-    out = {}
-    for svc in sorted(f[:-4] for f in os.listdir(os.path.join(state, "pids")) if f.endswith(".pid")):
-        try:
-            pid, st = open(os.path.join(state, "pids", svc + ".pid")).read().split()
-        except (OSError, ValueError):
-            continue
-        if proc_starttime(int(pid)) == st:
-            out[svc] = int(pid)
-    return out
-
-
-def rss_kb(pid):
-    try:
-        with open("/proc/%d/status" % pid) as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as fh:
-                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(d))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
+    return release_binary(not no_build, log)

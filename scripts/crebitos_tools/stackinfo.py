@@ -1,95 +1,30 @@
-"""What the kernel measured about the stack during a run: cgroup CPU, throttling, memory.
+"""What the kernel measured about the stack during a run (for scripts/loadtest): cgroup CPU,
+throttling and memory, the processes' peak memory, TCP counters, the machine's CPU.
 
-The native stack (scripts/stack-up) runs nginx, api01 and api02 each in a cgroup
-PARENT/NAME with its CPU quota and memory limit (docs/STACK.md). stack-up writes the
-parent's directories into STATE_DIR/stack.env; failing that, the groups are found from
-the processes themselves: the pid files under STATE_DIR name the processes, and
-/proc/PID/cgroup names their groups, wherever the caller of stack-up was accounted.
-CREBITOS_CGROUP=/path/of/PARENT (as in /proc/PID/cgroup) overrides the search.
-
-cgroup v1 (cpuacct.usage, cpu.stat, memory.max_usage_in_bytes) and v2 (cpu.stat,
-memory.peak) are both read.
+The native stack (scripts/stack-up, crebitos_tools/stack.py) runs each service in a cgroup
+PARENT/NAME with its CPU quota and memory limit (docs/STACK.md), and records where in
+STATE_DIR/stack.env; cgroup v1 (cpuacct.usage, cpu.stat, memory.max_usage_in_bytes) and v2
+(cpu.stat, memory.peak) are both read.
 """
-import glob
 import os
-from collections import Counter
+
+from .stack import Cgroups, cgroup_pids, group_counters, proc_status, read_text as _read, stack_env  # noqa: F401
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _read(path, default=None):
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except OSError:
-        return default
-
-
-def _mounts():
-    """controller -> mount point (v1), and 'unified' -> the v2 mount if there is one."""
-    out = {}
-    for line in (_read("/proc/mounts", "") or "").splitlines():
-        parts = line.split()
-        if len(parts) < 4:
-            continue
-        if parts[2] == "cgroup":
-            for opt in parts[3].split(","):
-                out.setdefault(opt, parts[1])
-        elif parts[2] == "cgroup2":
-            out.setdefault("unified", parts[1])
-    return out
-
-
-def _pid_groups(pid):
-    """controller -> group path for a pid; '' key for the v2 line."""
-    out = {}
-    for line in (_read("/proc/%d/cgroup" % pid, "") or "").splitlines():
-        try:
-            _, ctrls, path = line.split(":", 2)
-        except ValueError:
-            continue
-        for c in (ctrls.split(",") if ctrls else [""]):
-            out[c] = path
-    return out
-
-
-def _stack_pids(state_dir):
-    pids = []
-    for f in glob.glob(os.path.join(state_dir, "**", "*.pid"), recursive=True):
-        tok = (_read(f, "") or "").split()
-        if tok and tok[0].isdigit() and os.path.exists("/proc/%s" % tok[0]):
-            pids.append(int(tok[0]))
-    return pids
-
-
-def stack_env(state_dir):
-    """STATE_DIR/stack.env as written by scripts/stack-up (KEY=value lines), or {}."""
-    out = {}
-    import shlex
-    for line in (_read(os.path.join(state_dir, "stack.env"), "") or "").splitlines():
-        key, sep, val = line.partition("=")
-        if sep:
-            try:
-                parts = shlex.split(val)
-            except ValueError:
-                parts = [val]
-            out[key] = parts[0] if parts else ""
-    return out
-
-
-def _groups_from_env(env):
-    """The groups stack-up recorded in stack.env (CGROUP_CPU, CGROUP_CPUACCT, CGROUP_MEMORY)."""
-    if env.get("STACK_LIMITS") != "on":
+def find_groups(state_dir):
+    """The cgroups of the stack whose state dir (stack-up --state-dir) is given, or None when
+    it runs without limits. Returns {"version", "parent": {ctrl: dir}, "children": {name: {ctrl: dir}}}
+    (ctrl "v2" under cgroup v2)."""
+    env = stack_env(state_dir)
+    cg = Cgroups.of_stack(env)
+    if not cg:
         return None
-    if env.get("CG_VERSION") == "v2":
-        d = env.get("CGROUP_CPU") or env.get("CGROUP_MEMORY")
-        parents = {"v2": d} if d else {}
-    else:
-        parents = {c: env.get("CGROUP_" + c.upper()) for c in ("cpuacct", "cpu", "memory")}
-    parents = {c: d for c, d in parents.items() if d and os.path.isdir(d)}
+    parents = {c: d for c, d in cg.dirs(env["STACK_CGROUP"]).items() if os.path.isdir(d)}
     if not parents:
         return None
-    result = {"version": env.get("CG_VERSION", "v1"), "parent": parents, "children": {}}
+    result = {"version": cg.version, "parent": parents, "children": {}}
     for c, d in parents.items():
         for child in sorted(os.listdir(d)):
             if os.path.isdir(os.path.join(d, child)):
@@ -97,136 +32,21 @@ def _groups_from_env(env):
     return result
 
 
-def find_groups(state_dir):
-    """The cgroups of the stack whose state dir (stack-up --state-dir) is given, or None. Returns {"version", "parent": {ctrl: dir}, "children": {name: {ctrl: dir}}}."""
-    if not os.environ.get("CREBITOS_CGROUP"):
-        g = _groups_from_env(stack_env(state_dir))
-        if g:
-            return g
-    mounts = _mounts()
-    parent_path = os.environ.get("CREBITOS_CGROUP")
-    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-    if not parent_path:
-        parents = Counter()
-        for pid in _stack_pids(state_dir):
-            g = _pid_groups(pid)
-            path = g.get("" if v2 else "cpuacct")
-            if path and path not in ("/", ""):
-                parents[os.path.dirname(path)] += 1
-        if not parents:
-            return None
-        parent_path = parents.most_common(1)[0][0]
-        # The memory hierarchy may sit elsewhere (v1 controllers are mounted separately
-        # and the caller may be in different groups in each): find it the same way.
-    result = {"version": "v2" if v2 else "v1", "parent": {}, "children": {}}
-    ctrls = [""] if v2 else ["cpuacct", "cpu", "memory"]
-    for c in ctrls:
-        if v2:
-            mount = "/sys/fs/cgroup"
-            path = parent_path
-        else:
-            mount = mounts.get(c)
-            if not mount:
-                continue
-            path = parent_path
-            if not os.environ.get("CREBITOS_CGROUP"):
-                # Per-controller path from a stack process.
-                cand = Counter()
-                for pid in _stack_pids(state_dir):
-                    p = _pid_groups(pid).get(c)
-                    if p and p != "/":
-                        cand[os.path.dirname(p)] += 1
-                if cand:
-                    path = cand.most_common(1)[0][0]
-        d = mount + path
-        if not os.path.isdir(d):
-            continue
-        result["parent"][c or "v2"] = d
-        for child in sorted(os.listdir(d)):
-            cd = os.path.join(d, child)
-            if os.path.isdir(cd):
-                result["children"].setdefault(child, {})[c or "v2"] = cd
-    return result if result["parent"] else None
-
-
-def _stat_kv(path):
-    out = {}
-    for line in (_read(path, "") or "").splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
-
-
-def _group_snapshot(dirs):
-    s = {}
-    if "v2" in dirs:
-        d = dirs["v2"]
-        st = _stat_kv(os.path.join(d, "cpu.stat"))
-        s["cpu_ns"] = st.get("usage_usec", 0) * 1000
-        s["user_s"] = st.get("user_usec", 0) / 1e6
-        s["system_s"] = st.get("system_usec", 0) / 1e6
-        s["nr_periods"] = st.get("nr_periods", 0)
-        s["nr_throttled"] = st.get("nr_throttled", 0)
-        s["throttled_ns"] = st.get("throttled_usec", 0) * 1000
-        mx = (_read(os.path.join(d, "cpu.max"), "max") or "max").split()
-        if mx and mx[0] != "max":
-            s["quota_cpus"] = int(mx[0]) / int(mx[1])
-        peak = _read(os.path.join(d, "memory.peak"))
-        s["mem_peak"] = int(peak) if peak and peak.isdigit() else None
-        cur = _read(os.path.join(d, "memory.current"))
-        s["mem_now"] = int(cur) if cur and cur.isdigit() else None
-        return s
-    if "cpuacct" in dirs:
-        v = _read(os.path.join(dirs["cpuacct"], "cpuacct.usage"))
-        s["cpu_ns"] = int(v) if v and v.isdigit() else 0
-        st = _stat_kv(os.path.join(dirs["cpuacct"], "cpuacct.stat"))  # in USER_HZ ticks
-        s["user_s"] = st.get("user", 0) / CLK_TCK
-        s["system_s"] = st.get("system", 0) / CLK_TCK
-    if "cpu" in dirs:
-        st = _stat_kv(os.path.join(dirs["cpu"], "cpu.stat"))
-        s["nr_periods"] = st.get("nr_periods", 0)
-        s["nr_throttled"] = st.get("nr_throttled", 0)
-        s["throttled_ns"] = st.get("throttled_time", 0)
-        q = _read(os.path.join(dirs["cpu"], "cpu.cfs_quota_us"))
-        p = _read(os.path.join(dirs["cpu"], "cpu.cfs_period_us"))
-        if q and p and q.lstrip("-").isdigit() and int(q) > 0:
-            s["quota_cpus"] = int(q) / int(p)
-    if "memory" in dirs:
-        peak = _read(os.path.join(dirs["memory"], "memory.max_usage_in_bytes"))
-        s["mem_peak"] = int(peak) if peak and peak.isdigit() else None
-        cur = _read(os.path.join(dirs["memory"], "memory.usage_in_bytes"))
-        s["mem_now"] = int(cur) if cur and cur.isdigit() else None
-        lim = _read(os.path.join(dirs["memory"], "memory.limit_in_bytes"))
-        s["mem_limit"] = int(lim) if lim and lim.isdigit() else None
-    return s
-
-
 def snapshot(groups):
     if not groups:
         return None
-    out = {"_parent": _group_snapshot(groups["parent"])}
+    out = {"_parent": group_counters(groups["parent"])}
     for name, dirs in groups["children"].items():
-        out[name] = _group_snapshot(dirs)
+        out[name] = group_counters(dirs)
     return out
 
 
 def cpu_seconds(groups):
-    d = groups["parent"]
-    if "v2" in d:
-        return _stat_kv(os.path.join(d["v2"], "cpu.stat")).get("usage_usec", 0) / 1e6
-    v = _read(os.path.join(d.get("cpuacct", "/nonexistent"), "cpuacct.usage"))
-    return int(v) / 1e9 if v and v.isdigit() else None
+    return group_counters(groups["parent"]).get("cpu_ns", 0) / 1e9
 
 
 def _group_pids(dirs):
-    pids = set()
-    for d in dirs.values():
-        for f in glob.glob(os.path.join(d, "**", "cgroup.procs"), recursive=True):
-            for tok in (_read(f, "") or "").split():
-                if tok.isdigit():
-                    pids.add(int(tok))
-    return sorted(pids)
+    return sorted({pid for d in dirs.values() for pid in cgroup_pids(d)})
 
 
 def reset_peaks(groups):
@@ -258,11 +78,7 @@ def processes(groups):
     for name, dirs in sorted(groups["children"].items()):
         pids = _group_pids(dirs)
         for pid in pids:
-            status = _read("/proc/%d/status" % pid, "") or ""
-            kv = {}
-            for line in status.splitlines():
-                k, _, v = line.partition(":")
-                kv[k] = v.strip()
+            kv = proc_status(pid)
             cmd = (_read("/proc/%d/cmdline" % pid, "") or "").replace("\0", " ").strip()
             label = name
             if len(pids) > 1:
@@ -272,8 +88,8 @@ def processes(groups):
                 "name": label,
                 "pid": pid,
                 "comm": kv.get("Name"),
-                "peak_rss_mb": round(int((kv.get("VmHWM", "0 kB").split() or ["0"])[0]) / 1024.0, 1),
-                "rss_mb": round(int((kv.get("VmRSS", "0 kB").split() or ["0"])[0]) / 1024.0, 1),
+                "peak_rss_mb": round(int(kv.get("VmHWM") or 0) / 1024.0, 1),
+                "rss_mb": round(int(kv.get("VmRSS") or 0) / 1024.0, 1),
                 "threads": int(kv.get("Threads", "0") or 0),
             })
     return out
