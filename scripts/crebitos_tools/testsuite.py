@@ -1,0 +1,98 @@
+"""The project's test command, scripts/test (the README and CI run exactly this).
+
+  1. installs what the tests need (as root, with apt-get; otherwise says what to install)
+  2. swift build + swift test: the ledger rules, the ledger's behaviour on both engines
+     (SQLite on temp files, PostgreSQL on a throwaway server the tests start), the HTTP layer
+     in-process, and two real server processes sharing one database
+  3. the Benchmarks/ package compiles; the tooling's own unit tests; scripts/stack-test on
+     SQLite and on PostgreSQL (the native stack on free ports, through nginx)
+  4. faults and bad input (docs/FAULTS.md), each on a stack of its own; all run even if
+     one fails
+
+    scripts/test [--swift-only | --no-faults]        exits non-zero if anything failed
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+from . import REPO
+from .stack import apt_install, die, log
+
+FAULT_TESTS = [
+    ("hostile input through nginx and straight to an instance", ["badinput-test"]),
+    ("crash under load, short form", ["crash-test", "--short"]),
+    ("the same on the PostgreSQL store, whose server it also kills",
+     ["crash-test", "--short", "--store", "postgres"]),
+    ("an instance frozen while it holds the write lock", ["freeze-test"]),
+    ("backup under load, and restore", ["backup-test"]),
+    ("the OpenAPI contract, with schemathesis", ["schemathesis-test", "--max-time", "60"]),
+]
+
+
+def step(title, argv, check=True):
+    print("== %s (%s)" % (title, " ".join(argv)), flush=True)
+    rc = subprocess.run(argv, cwd=REPO).returncode
+    if check and rc != 0:
+        sys.exit(rc)
+    return rc == 0
+
+
+def install_prerequisites():
+    """The Swift toolchain is not a Debian package and must be there already; GRDB builds
+    against the system SQLite's headers; the PostgreSQL store's tests start a throwaway
+    server from Debian's binaries (unless CREBITOS_TEST_POSTGRES_URL names one), and
+    apt_install keeps Debian's own cluster from starting."""
+    if not shutil.which("swift") and os.access("/opt/swift/usr/bin/swift", os.X_OK):
+        os.environ["PATH"] = "/opt/swift/usr/bin:" + os.environ["PATH"]
+    if not shutil.which("swift"):
+        die("the Swift toolchain (6.1 or later) is not on PATH: see https://swift.org/install")
+    needs = []
+    if not os.path.exists("/usr/include/sqlite3.h"):
+        needs.append(("libsqlite3-dev", "SQLite's headers"))
+    if not os.environ.get("CREBITOS_TEST_POSTGRES_URL") and not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        needs.append(("postgresql", "PostgreSQL's server, for the tests (or set CREBITOS_TEST_POSTGRES_URL)"))
+    for pkg, what in needs:
+        if os.geteuid() != 0:
+            die("%s missing: install it with: sudo apt-get install -y %s" % (what, pkg))
+        log("installing %s" % pkg)
+        apt_install(pkg)
+
+
+def main(argv):
+    swift_only, faults = "--swift-only" in argv, "--no-faults" not in argv
+    install_prerequisites()
+    # The two-process tests start the `crebitos` binary this build puts next to the tests.
+    step("swift build, with the tests", ["swift", "build", "--build-tests"])
+    # Package.resolved is committed so every build resolves the same versions: a manifest
+    # change that moved a pin must come with its Package.resolved.
+    if shutil.which("git") and subprocess.run(["git", "rev-parse", "--git-dir"], cwd=REPO,
+                                              capture_output=True).returncode == 0:
+        if subprocess.run(["git", "diff", "--quiet", "--", "Package.resolved"], cwd=REPO).returncode != 0:
+            subprocess.run(["git", "diff", "--stat", "--", "Package.resolved"], cwd=REPO)
+            die("Package.resolved differs from the committed one: commit what 'swift package resolve' wrote")
+    step("swift test: XCTest, then Swift Testing (the ledger suite on both engines)",
+         ["swift", "test", "--skip-build"])
+    if swift_only:
+        return 0
+    # Built, not run (timings belong in docs/BENCHMARKS.md, not in a pass/fail).
+    step("the per-stage benchmarks compile", ["swift", "build", "--package-path", "Benchmarks"])
+    step("the tooling's virtual environment (.venv, pinned in scripts/requirements.txt)",
+         [sys.executable, "scripts/crebitos_tools/venv.py"])
+    step("the tooling's unit tests", [".venv/bin/python", "-m", "unittest", "discover",
+                                      "-s", "scripts/crebitos_tools/tests", "-t", "scripts"])
+    step("native stack integration test", ["scripts/stack-test"])
+    step("the same on the PostgreSQL store", ["scripts/stack-test", "--store", "postgres", "--no-build"])
+    if not faults:
+        return 0
+    # stack-test built the release binary: the fault tests run a private copy of it.
+    ok = [step(title, ["scripts/" + argv[0], "--no-build"] + argv[1:], check=False)
+          for title, argv in FAULT_TESTS]
+    ok.append(step("coverage-guided fuzzing of the request decoder",
+                   ["scripts/fuzz-decoder", "--seconds", "30", "--seed", "20240117"], check=False))
+    return 0 if all(ok) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
