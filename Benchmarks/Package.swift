@@ -34,7 +34,7 @@ let package = Package(
             path: "Benchmarks/RequestStages",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
-        // The write path alone, one process's share: scripts/bench-writes starts two at
+        // The write path alone, one process's share: scripts/loadtest writes starts two at
         // once on one file (group commit against the busy-timeout baseline).
         .executableTarget(
             name: "bench-writes",

@@ -97,7 +97,7 @@ final class GroupCommitWriter: Sendable {
     /// The fast path, when nobody in this process is committing and the other process
     /// does not hold the lock either: commit on the caller's thread (the connection's
     /// event loop) instead of handing the write to the writer thread and its answer back.
-    /// Measured with scripts/bench-instance: 4.0 → 1.5 context switches and about 15%
+    /// Measured with scripts/loadtest instance: 4.0 → 1.5 context switches and about 15%
     /// less CPU per request (docs/BENCHMARKS.md). Anything that would wait (the lock is
     /// taken) goes to the writer thread, which batches and waits with a deadline.
     /// Returns whether the queue is empty again (nothing left for the writer thread).

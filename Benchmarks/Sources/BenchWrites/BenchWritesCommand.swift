@@ -3,7 +3,7 @@ import CrebitosStore
 import Foundation
 
 /// `bench-writes`: one process's share of the write-path benchmark
-/// (scripts/bench-writes starts two at once on one file and merges their output).
+/// (scripts/loadtest writes starts two at once on one file and merges their output).
 @main
 struct BenchWritesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

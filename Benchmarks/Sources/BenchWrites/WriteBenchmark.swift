@@ -10,7 +10,7 @@ import ServiceLifecycle
 /// on one file can be compared: the store's group commit under the cross-process lock,
 /// against the plain approach it replaces (an IMMEDIATE transaction per write, with
 /// SQLite's default busy handler as GRDB's `busyMode = .timeout` installs it).
-/// `scripts/bench-writes` runs it in two processes at once; docs/ARCHITECTURE.md has results.
+/// `scripts/loadtest writes` runs it in two processes at once; docs/ARCHITECTURE.md has results.
 enum WriteBenchmark {
     enum Strategy: String, CaseIterable, Sendable {
         /// SQLiteLedger as the server runs it.
