@@ -21,6 +21,9 @@ from . import PACKAGE, REPO, stackctl, venv
 from .loadrun import answers, process_cpu_seconds
 from .score import percentile
 
+# writes: two processes on one file (the stack's two instances); flat-out, 16 writers each; the
+# strategies of bench-writes, NAME@MS adding the background WAL checkpointer every MS ms.
+PROCESSES, CONCURRENCY, STRATEGIES = 2, 16, ("group-commit", "group-commit@100", "busy-timeout")
 INSTANCE_COLUMNS = [("requests", "%8d requests"), ("failed", "%5d non-2xx"), ("cpu_us", "CPU %6.0f µs/req"),
                     ("switches", "%6.2f switches/req"), ("p50", "p50 %6.2f"), ("p99", "p99 %6.2f"), ("max", "max %7.1f ms")]
 
@@ -96,8 +99,8 @@ def write_case(binary, variant, load, sync, a):
     with tempfile.TemporaryDirectory(prefix="crebitos-bench-") as directory:
         cmd = [binary, "--database", os.path.join(directory, "rinha.db"), "--strategy", strategy, "--synchronous", sync,
                "--writes", str(a.writes), "--checkpoint-ms", checkpoint_ms or "0"]
-        cmd += ["--rate", str(a.rate)] if load == "paced" else ["--rate", "0", "--concurrency", str(a.concurrency)]
-        children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(a.processes)]
+        cmd += ["--rate", str(a.rate)] if load == "paced" else ["--rate", "0", "--concurrency", str(CONCURRENCY)]
+        children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(PROCESSES)]
         latencies, elapsed = [], []
         for child in children:
             out, err = child.communicate(timeout=900)
@@ -107,7 +110,7 @@ def write_case(binary, variant, load, sync, a):
             latencies += result["latencies_ms"]
             elapsed.append(result["elapsed_s"])
     latencies.sort()
-    return {"strategy": variant, "load": load, "synchronous": sync, "processes": a.processes, "writes": len(latencies),
+    return {"strategy": variant, "load": load, "synchronous": sync, "processes": PROCESSES, "writes": len(latencies),
             "writes_per_s": round(len(latencies) / max(elapsed), 1), "max": latencies[-1],
             **{key: percentile(latencies, p) for key, p in (("p50", 50), ("p99", 99), ("p99.9", 99.9))}}
 
@@ -119,13 +122,13 @@ def writes(a):
         subprocess.run(build + ["--product", "bench-writes"], check=True, stdout=subprocess.DEVNULL)
         binary = os.path.join(subprocess.run(build + ["--show-bin-path"], check=True, capture_output=True,
                                              text=True).stdout.strip(), "bench-writes")
-    load_text = {"paced": "Poisson %g/s per process" % a.rate, "flat-out": "closed loop, %d writers per process" % a.concurrency}
-    lines = ["%d processes x %d writes, one file; latency from submission to commit, ms." % (a.processes, a.writes), "",
+    load_text = {"paced": "Poisson %g/s per process" % a.rate, "flat-out": "closed loop, %d writers per process" % CONCURRENCY}
+    lines = ["%d processes x %d writes, one file; latency from submission to commit, ms." % (PROCESSES, a.writes), "",
              "| load | synchronous | strategy | p50 | p99 | p99.9 | max | writes/s |", "|---|---|---|---|---|---|---|---|"]
     results = []
-    for load in a.loads.split(","):
-        for sync in a.syncs.split(","):
-            for strategy in a.strategies.split(","):
+    for load in ("paced", "flat-out"):
+        for sync in ("full", "normal"):
+            for strategy in STRATEGIES:
                 r = write_case(binary, strategy, load, sync, a)
                 results.append(r)
                 print("  %-17s %-8s %-6s p50 %.2f  p99 %.2f  max %.1f ms  %s writes/s" % (

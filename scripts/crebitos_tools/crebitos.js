@@ -1,31 +1,25 @@
-// The Rinha de Backend 2024/Q1 load test ("RinhaBackendCrebitosSimulation") for k6, and the
-// constant-rate probe of `scripts/loadtest instance`.
+// The Rinha de Backend 2024/Q1 load test ("RinhaBackendCrebitosSimulation") for k6, with the
+// order, rates and checks of the official Gatling simulation (docs/API.md, "The load test"):
+//   setup()    phase 1: 25 simultaneous debits of 1 on client 1, statement == -25, 25 simultaneous
+//              credits of 1, statement == 0; phase 2: the 5 clients at once (initial statement,
+//              "toma", "devolve", statement order, "danada" + 4 simultaneous statements, 5 invalid
+//              payloads) and, at the same moment, GET /clientes/6/extrato -> 404;
+//   scenarios  phase 3: open model, debits 1 -> 220/s, credits 1 -> 110/s, statements 1 -> 10/s
+//              over RAMP_S seconds, then PLATEAU_S seconds flat.
+// setup() ends before any scenario starts (Gatling's `andThen`); each request opens its own TCP
+// connection (noConnectionReuse). Environment: BASE_URL, SCALE (rate multiplier), RAMP_S,
+// PLATEAU_S, SUMMARY_PATH, LIMITS (the clients' limits, from crebitos_tools/clients.py).
 //
-// The contest (the default) keeps the order, rates and checks of the official Gatling
-// simulation (docs/API.md, "The load test"):
-//   setup()    phase 1: 25 simultaneous debits of 1 on client 1, statement == -25,
-//              25 simultaneous credits of 1, statement == 0;
-//              phase 2: the 5 clients at once (initial statement, "toma", "devolve",
-//              statement order, "danada" + 4 simultaneous statements, 5 invalid payloads)
-//              and, at the same moment, GET /clientes/6/extrato -> 404.
-//   scenarios  phase 3: open model, debits 1 -> 220/s, credits 1 -> 110/s, statements
-//              1 -> 10/s over RAMP_S seconds, then PLATEAU_S seconds flat.
-// setup() ends before any scenario starts (Gatling's `andThen`), and every request opens its
-// own TCP connection (Gatling's noConnectionReuse).
-//
-// Nothing is judged here: each request becomes one line of console output (k6
-// --console-output FILE --log-format raw), which score.py and loadtest_audit.py judge:
+// Nothing is judged here: each request becomes a line of console output (k6 --console-output
+// FILE --log-format raw) for score.py and loadtest_audit.py to judge:
 //   R|phase|t0_ms|rt_ms|status|ok|inc|cliente|tipo|valor|descricao|saldo|instance|reason
-// phase: v = phases 1-2, d = debit, c = credit, e = statement; rt_ms: connection set-up
-// included (as Gatling measures it); ok: expected status and every Gatling check passed;
-// inc: a balance inconsistency; reason: why not ("" when fine), plus "x:..." for checks
-// stricter than Gatling's, reported and never scored.
-// Environment: BASE_URL, SCALE (rate multiplier), RAMP_S, PLATEAU_S, SUMMARY_PATH and LIMITS
-// (the clients' limits, from crebitos_tools/clients.py, the one place they are written down).
+// phase: v = phases 1-2, d = debit, c = credit, e = statement; rt_ms: connection set-up included
+// (as Gatling measures it); ok: expected status and every Gatling check passed; inc: a balance
+// inconsistency; reason: why not, plus "x:..." for stricter checks than Gatling's (never scored).
 //
-// With RATE set instead: the contest's blend (220 : 110 : 10 debits, credits, statements on
-// random clients) at RATE requests/s for SECONDS over kept-alive connections (as nginx's
-// upstream keep-alive), nothing recorded, only the `full_ms` trend in the summary.
+// With RATE set (`scripts/loadtest instance`): the contest's blend (220 : 110 : 10) on random
+// clients at RATE requests/s for SECONDS over kept-alive connections (as nginx's upstream
+// keep-alive), nothing recorded, only the `full_ms` trend in the summary.
 
 import http from 'k6/http';
 import { Trend } from 'k6/metrics';

@@ -65,14 +65,11 @@ def tail(path, chars):
 def settle(args):
     """Fills in the profile, URL, state dir, database, label and run directory."""
     args.profile = dict(QUICK if args.quick else OFFICIAL)
-    if args.duration is not None:
-        args.profile = {"ramp_s": args.duration / 2.0, "plateau_s": args.duration / 2.0}
     args.profile.update({k: v for k, v in (("ramp_s", args.ramp), ("plateau_s", args.plateau)) if v is not None})
-    args.url = args.url or "http://127.0.0.1:%d" % args.port
+    args.url = "http://127.0.0.1:%d" % args.port
     args.state_dir = os.path.join(REPO, args.state_dir)  # an absolute path stays as it is
-    if args.db is None and (args.no_fresh or args.no_stack):
-        args.db = stackinfo.stack_env(args.state_dir).get("CREBITOS_DATABASE")
-    args.db = args.db or os.path.join(REPO, "data", "rinha.db")
+    args.db = (args.db or (stackinfo.stack_env(args.state_dir).get("CREBITOS_DATABASE") if args.no_stack else None)
+               or os.path.join(REPO, "data", "rinha.db"))
     args.db = args.db if ledger.is_postgres(args.db) else os.path.abspath(args.db)
     args.started = datetime.datetime.now(datetime.timezone.utc)
     args.label = args.label or "x%g-%s-%s" % (args.scale, args.sync, "official" if args.profile == OFFICIAL
@@ -85,16 +82,13 @@ def settle(args):
 
 
 def prepare_stack(args):
-    """Unless --no-stack: stack-down, the database removed (unless --no-fresh), stack-up.
-    Returns whether the run starts on a fresh database."""
+    """Unless --no-stack: stack-down, the database removed, stack-up. Returns whether the run
+    starts on a fresh database."""
     if args.no_stack:
-        return False
-    if args.no_fresh and answers(args.url, 1):
-        log("stack already answering on %s: kept as it is (--no-fresh)" % args.url)
         return False
     stack_log = os.path.join(args.run_dir, "stack.log")
     run_logged([os.path.join(SCRIPTS, "stack-down")], args.env, stack_log)
-    if not args.no_fresh and not ledger.is_postgres(args.db):
+    if not ledger.is_postgres(args.db):
         for f in [args.db + suffix for suffix in ("", "-wal", "-shm", "-journal") if os.path.exists(args.db + suffix)]:
             os.remove(f)
         log("removed %s (and its -wal/-shm)" % args.db)
@@ -102,7 +96,7 @@ def prepare_stack(args):
     if rc != 0:
         tail(stack_log, 3000)
         raise SystemExit("loadtest: scripts/stack-up failed (exit %d), see %s" % (rc, stack_log))
-    return not args.no_fresh
+    return True
 
 
 def find_ledger(args, fresh):
@@ -202,29 +196,20 @@ def run_k6(args, measurement):
         "version": subprocess.run([k6, "version"], capture_output=True, text=True).stdout.strip()}
 
 
-def machine_info():
+def provenance(args):
+    """Which code, server binary (stack.env CREBITOS_BIN, read before k6: a rebuild may replace
+    it) and machine the run measures."""
+    git = lambda *a: subprocess.run(["git"] + list(a), cwd=REPO, capture_output=True, text=True).stdout.strip()
     with open("/proc/cpuinfo") as fh:
         cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "?")
-    with open("/proc/meminfo") as fh:
-        mem = int(fh.readline().split()[1]) // 1024
-    return {"nproc": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(), "memory_mb": mem,
-            "loadavg_before": os.getloadavg()[0]}
-
-
-def git_rev():
-    git = lambda *a: subprocess.run(["git"] + list(a), cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return (git("rev-parse", "--short", "HEAD") or "none") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def binary_info(state_dir):
-    """The server binary the stack runs (stack.env CREBITOS_BIN): path, build time, sha256."""
-    path = stackinfo.stack_env(state_dir).get("CREBITOS_BIN")
-    if not path or not os.path.exists(path):
-        return None
-    with open(path, "rb") as fh:
-        digest = hashlib.sha256(fh.read()).hexdigest()[:16]
-    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
-    return {"path": path, "built_at": mtime.strftime("%Y-%m-%d %H:%M:%S UTC"), "sha256": digest}
+    path, binary = None if args.no_stack else stackinfo.stack_env(args.state_dir).get("CREBITOS_BIN"), None
+    if path and os.path.exists(path):
+        with open(path, "rb") as fh:
+            binary = {"path": path, "sha256": hashlib.sha256(fh.read()).hexdigest()[:16], "built_at": datetime.datetime.fromtimestamp(
+                os.path.getmtime(path), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+    return {"git": (git("rev-parse", "--short", "HEAD") or "none") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""),
+            "binary": binary, "machine": {"nproc": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
+                                          "loadavg_before": os.getloadavg()[0]}}
 
 
 def verdict(res, strict):
@@ -272,39 +257,35 @@ def main(args):
         raise SystemExit("loadtest: nothing answers GET %s/clientes/1/extrato" % args.url)
     db_ok, since_id = find_ledger(args, fresh)
     measurement = Measurement(args.state_dir, args.run_dir)
-    machine = machine_info()
-    binary = binary_info(args.state_dir) if not args.no_stack else None  # before k6: a rebuild may replace it
+    res = dict(provenance(args), label=args.label, command=" ".join(["scripts/loadtest"] + sys.argv[1:]),
+               started_at=args.started.strftime("%Y-%m-%d %H:%M:%S UTC"), run_dir=in_repo(args.run_dir),
+               profile={"scale": args.scale, "ramp_s": args.profile["ramp_s"], "plateau_s": args.profile["plateau_s"],
+                        "sync": "as started by others" if args.no_stack else args.sync, "fresh": fresh, "url": args.url})
     k6_rc, k6_usage = run_k6(args, measurement)
     measurement.stop()
 
-    records_path = os.path.join(args.run_dir, "records.log")
-    records = score.read_records(records_path) if os.path.exists(records_path) else []
+    path = lambda name: os.path.join(args.run_dir, name)
+    records = score.read_records(path("records.log")) if os.path.exists(path("records.log")) else []
     if k6_rc != 0 or not records:
-        tail(os.path.join(args.run_dir, "k6.log"), 4000)
-        log("k6 exited %d and recorded nothing" % k6_rc if not records else "k6 exited %d: scoring what it recorded" % k6_rc)
+        tail(path("k6.log"), 4000)
+        log("k6 exited %d: scoring what it recorded" % k6_rc if records else "k6 exited %d and recorded nothing" % k6_rc)
         if not records:
             return 2
-    sc = score.score(records, score.dropped_arrivals(os.path.join(args.run_dir, "k6-summary.json")), args.profile["ramp_s"])
-    sc["quiet"] = score.quiet_stats(records, score.read_cpu(os.path.join(args.run_dir, "cpu.csv")))
-    res = {"label": args.label, "started_at": args.started.strftime("%Y-%m-%d %H:%M:%S UTC"), "git": git_rev(),
-           "binary": binary, "command": " ".join(["scripts/loadtest"] + sys.argv[1:]), "machine": machine,
-           "profile": {"scale": args.scale, "ramp_s": args.profile["ramp_s"], "plateau_s": args.profile["plateau_s"],
-                       "sync": args.sync if not args.no_stack else "as started by others", "fresh": fresh, "url": args.url},
-           "k6": dict(k6_usage, exit_code=k6_rc), "score": sc, "run_dir": in_repo(args.run_dir)}
+    res["score"] = sc = score.score(records, score.dropped_arrivals(path("k6-summary.json")), args.profile["ramp_s"])
+    sc["quiet"] = score.quiet_stats(records, score.read_cpu(path("cpu.csv")))
+    res["k6"] = dict(k6_usage, exit_code=k6_rc)
     res.update(measurement.fields(sc["responses"], k6_usage))
     if db_ok:
         res["audit"] = loadtest_audit.audit(args.db, records, since_id)
     else:
         res["audit_skipped"] = "database file %s not found (use --db)" % args.db
     failures = verdict(res, args.strict)
-    if not args.no_plot:
-        draw(res, records, args.run_dir)
-    with open(os.path.join(args.run_dir, "result.json"), "w") as fh:
-        json.dump(res, fh, indent=2)
+    draw(res, records, args.run_dir)
     text = report.summary_text(res)
-    with open(os.path.join(args.run_dir, "summary.txt"), "w") as fh:
-        fh.write(text)
+    for name, content in (("result.json", json.dumps(res, indent=2)), ("summary.txt", text)):
+        with open(path(name), "w") as fh:
+            fh.write(content)
     sys.stdout.write(text)
     if args.down and not args.no_stack:
-        run_logged([os.path.join(SCRIPTS, "stack-down")], args.env, os.path.join(args.run_dir, "stack.log"))
+        run_logged([os.path.join(SCRIPTS, "stack-down")], args.env, path("stack.log"))
     return 1 if failures else 0

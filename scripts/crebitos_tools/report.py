@@ -13,6 +13,7 @@ import sys
 from . import REPO, SCRIPTS, loadtest_audit, plot
 
 PERCENTILES = ("p50", "p90", "p99", "p99_9", "max")
+STOP_BELOW_USD = 90000  # a curve stops after a run that pays less
 
 
 def fmt_ms(v):
@@ -104,7 +105,7 @@ def summary_text(res):
         "  " + loadtest_audit.format_report(res["audit"]).replace("\n", "\n  ") if res.get("audit")
         else "  audit: skipped (%s)" % res.get("audit_skipped", "no database"),
         "  files     %s" % res["run_dir"], "", res["verdict_line"],
-        "picture: %s" % res["png"] if res.get("png") else "picture: none (--no-plot, or the plot failed)"]
+        "picture: %s" % res["png"] if res.get("png") else "picture: none (the plot failed)"]
     return "\n".join(lines) + "\n"
 
 
@@ -160,7 +161,7 @@ def curve_rows(out):
 
 def curve(a):
     """Each multiplier a full scripts/loadtest run on a fresh stack, kept in OUT/xN/; stops at
-    the first that pays less than --stop-below: past the breaking point there is nothing to learn."""
+    the first that pays less than USD 90,000: past the breaking point there is nothing to learn."""
     title = "crébitos saturation: ramp %gs + plateau %gs per point, synchronous=%s" % (a.ramp, a.plateau, a.sync)
     if a.compare:
         plot.draw_curves({label: curve_rows(d) for label, _, d in (item.partition("=") for item in a.compare)}, a.out, title)
@@ -176,7 +177,7 @@ def curve(a):
             print("curve: x%g produced no result (exit %d); stopping" % (x, rc), file=sys.stderr)
             break
         payout = load_run(d)["score"]["payout_usd"]
-        if payout < a.stop_below:
+        if payout < STOP_BELOW_USD:
             print("curve: x%g pays USD %.0f: past the breaking point, stopping" % (x, payout), file=sys.stderr)
             break
     rows = curve_rows(out)

@@ -86,27 +86,23 @@ class VerdictTest(unittest.TestCase):
 class AuditTest(unittest.TestCase):
     def setUp(self):
         self.path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()), "rinha.db")
-        db = sqlite3.connect(self.path)
-        db.executescript("""
+        self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: the audit reads each row at once
+        self.addCleanup(self.db.close)
+        self.db.executescript("""
             CREATE TABLE clientes (id INTEGER PRIMARY KEY, limite INTEGER NOT NULL, saldo INTEGER NOT NULL);
             CREATE TABLE transacoes (id INTEGER PRIMARY KEY, cliente_id INTEGER NOT NULL, valor INTEGER NOT NULL,
                 tipo TEXT NOT NULL, descricao TEXT NOT NULL, realizada_em INTEGER NOT NULL);
         """)
-        db.executemany("INSERT INTO clientes VALUES (?, ?, 0)", LIMITS.items())
-        db.commit()
-        db.close()
+        self.db.executemany("INSERT INTO clientes VALUES (?, ?, 0)", LIMITS.items())
         self.saldo = {c: 0 for c in LIMITS}
         self.recs = []
 
     def store(self, cliente, tipo, valor, descricao, update_saldo=True):
-        db = sqlite3.connect(self.path)
-        db.execute("INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em) VALUES (?,?,?,?,0)",
-                   (cliente, valor, tipo, descricao))
+        self.db.execute("INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em) VALUES (?,?,?,?,0)",
+                        (cliente, valor, tipo, descricao))
         if update_saldo:
             self.saldo[cliente] += valor if tipo == "c" else -valor
-            db.execute("UPDATE clientes SET saldo = ? WHERE id = ?", (self.saldo[cliente], cliente))
-        db.commit()
-        db.close()
+            self.db.execute("UPDATE clientes SET saldo = ? WHERE id = ?", (self.saldo[cliente], cliente))
         return self.saldo[cliente]
 
     def tx(self, cliente, tipo, valor, descricao, status=200, stored=True):
@@ -199,10 +195,7 @@ class AuditTest(unittest.TestCase):
         self.assertEqual(res["rows_this_run"], 23)
 
     def test_wrong_limit(self):
-        db = sqlite3.connect(self.path)
-        db.execute("UPDATE clientes SET limite = 1 WHERE id = 4")
-        db.commit()
-        db.close()
+        self.db.execute("UPDATE clientes SET limite = 1 WHERE id = 4")
         res, checks = self.run_audit()
         self.assertFalse(checks["clients"])
 
