@@ -73,13 +73,7 @@ const get = (cliente) => ['GET', `${BASE}/clientes/${cliente}/extrato`, null, PA
 const isInt = (v) => typeof v === 'number' && Number.isInteger(v);
 const fullTime = ({ timings: t }) => t.blocked + t.connecting + t.tls_handshaking + t.duration;
 
-function parse(res) {
-  try {
-    return JSON.parse(res.body);
-  } catch (e) {
-    return null;
-  }
-}
+const parse = (res) => { try { return JSON.parse(res.body); } catch (e) { return null; } };
 
 function record(phase, t0, res, ok, inc, cliente, tipo, valor, descricao, saldo, reason) {
   const instance = res.headers['X-Instance'] || res.headers['x-instance'] || '';
@@ -194,13 +188,8 @@ function transaction(tipo) {
   checkTransaction(tipo, t0, res, cliente, tipo, valor, descricao, tipo === 'd' ? [200, 422] : [200]);
 }
 
-export function debito() {
-  transaction('d');
-}
-
-export function credito() {
-  transaction('c');
-}
+export const debito = () => transaction('d');
+export const credito = () => transaction('c');
 
 export function extrato() {
   const [cliente, t0] = [randomClient(), Date.now()];

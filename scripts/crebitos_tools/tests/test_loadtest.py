@@ -34,11 +34,8 @@ class ScoreTest(unittest.TestCase):
 
     def test_percentile_is_nearest_rank(self):
         v = list(range(1, 101))
-        self.assertEqual(score.percentile(v, 50), 50)
-        self.assertEqual(score.percentile(v, 99), 99)
-        self.assertEqual(score.percentile(v, 99.9), 100)
-        self.assertEqual(score.percentile([7], 99.9), 7)
-        self.assertIsNone(score.percentile([], 50))
+        self.assertEqual([score.percentile(v, 50), score.percentile(v, 99), score.percentile(v, 99.9),
+                          score.percentile([7], 99.9), score.percentile([], 50)], [50, 99, 100, 7, None])
 
     def test_perfect_run_pays_everything(self):
         recs = records(*[line(t0=1000 + i, descricao="d%09d" % i) for i in range(100)])
