@@ -149,6 +149,13 @@ class Workload:
         for _ in range(n):
             self._spawn(self._intent(self.new_intent()))
 
+    async def one(self, client=1, tipo="c", valor=1):
+        """One keyed transaction, awaited; returns the Intent."""
+        it = self.new_intent()
+        it.client, it.tipo, it.valor, it.key = client, tipo, valor, it.key or "%s-%d" % (self.run_tag, it.n)
+        await self._intent(it)
+        return it
+
     async def run(self, duration):
         """Starts transactions at `rate` and statements at `get_rate` per second for `duration`
         seconds (open model: a slow answer does not slow the arrivals), then returns; the
