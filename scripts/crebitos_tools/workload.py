@@ -1,21 +1,21 @@
 """Open-model load on the stack that records every request and every answer.
 
-Each *intent* is one transaction a client wants done: a unique `descricao` (10
-characters) names it, so the ledger audit can find its row. Two kinds of clients:
+Each *intent* is one transaction a client wants done: a unique `descricao` (10 characters)
+names it, so that the ledger audit finds its row. Two kinds of clients:
 
   keyed     sends `Idempotency-Key` and, after an answer that does not tell whether the
-            transaction happened (no answer, connection reset, 502, 503, 504), retries
-            the same request with the same key until it gets a definitive one (200 or
-            422) or its retry window closes;
+            transaction happened (no answer, connection reset, 502, 503, 504), retries the
+            same request with the same key until a definitive one (200 or 422) or until its
+            retry window closes;
   plain     the contest's client: no key, one attempt, whatever the answer.
 
-Statements (GET /clientes/{id}/extrato) run beside them and are checked for
-saldo.total >= -limite.
+Statements (GET /clientes/{id}/extrato) run beside them and are checked for saldo.total >= -limite.
 """
 import asyncio
 import random
 import string
 import time
+from collections import Counter
 
 from . import httpc
 
@@ -27,14 +27,8 @@ class Attempt:
     __slots__ = ("t0", "t1", "status", "error", "instance", "replayed", "saldo", "limite")
 
     def __init__(self, t0):
-        self.t0 = t0
-        self.t1 = None
-        self.status = 0
-        self.error = None
-        self.instance = None
-        self.replayed = False
-        self.saldo = None
-        self.limite = None
+        self.t0, self.t1, self.status, self.error, self.instance = t0, None, 0, None, None
+        self.replayed, self.saldo, self.limite = False, None, None
 
     def as_dict(self):
         return {k: getattr(self, k) for k in self.__slots__}
@@ -45,8 +39,7 @@ class Intent:
 
     def __init__(self, n, client, tipo, valor, descricao, key, t0):
         self.n, self.client, self.tipo, self.valor = n, client, tipo, valor
-        self.descricao, self.key, self.t0 = descricao, key, t0
-        self.attempts = []
+        self.descricao, self.key, self.t0, self.attempts = descricao, key, t0, []
 
     @property
     def final(self):
@@ -54,7 +47,7 @@ class Intent:
 
     @property
     def final_status(self):
-        return self.attempts[-1].status if self.attempts else None
+        return self.final.status if self.attempts else None
 
     @property
     def definitive(self):
@@ -64,9 +57,7 @@ class Intent:
         return '{"valor": %d, "tipo": "%s", "descricao": "%s"}' % (self.valor, self.tipo, self.descricao)
 
     def as_dict(self):
-        return {"n": self.n, "client": self.client, "tipo": self.tipo, "valor": self.valor,
-                "descricao": self.descricao, "key": self.key, "t0": self.t0,
-                "attempts": [a.as_dict() for a in self.attempts]}
+        return dict({k: getattr(self, k) for k in self.__slots__}, attempts=[a.as_dict() for a in self.attempts])
 
 
 class Statement:
@@ -84,12 +75,8 @@ class Workload:
         self.attempt_timeout, self.retry_window, self.max_inflight = attempt_timeout, retry_window, max_inflight
         self.rng = random.Random(seed)
         self.run_tag = run_tag or "".join(self.rng.choice(ALNUM) for _ in range(6))
-        self.intents = []
-        self.statements = []
-        self.skipped = 0
-        self.tasks = set()
-        self.t_start = None
-        self.stopping = False
+        self.intents, self.statements, self.tasks = [], [], set()
+        self.skipped, self.t_start = 0, None
         self.finished = []  # (phase, ms, ok) of each answer since take_finished() last ran
 
     def take_finished(self):
@@ -100,8 +87,8 @@ class Workload:
     def now(self):
         return time.monotonic() - self.t_start
 
-    # -- one transaction, retried with its key when the answer leaves it unknown -----------
     async def _intent(self, it):
+        """One transaction, retried with its key while the answers leave it unknown."""
         headers = {"Content-Type": "application/json"}
         if it.key:
             headers["Idempotency-Key"] = it.key
@@ -112,9 +99,7 @@ class Workload:
             try:
                 r = await httpc.request("POST", "/clientes/%d/transacoes" % it.client, it.body(), headers,
                                         port=self.port, timeout=self.attempt_timeout)
-                a.status = r.status
-                a.instance = r.instance
-                a.replayed = r.header("idempotent-replayed") == "true"
+                a.status, a.instance, a.replayed = r.status, r.instance, r.header("idempotent-replayed") == "true"
                 if r.status == 200:
                     j = r.json() or {}
                     a.saldo, a.limite = j.get("saldo"), j.get("limite")
@@ -122,27 +107,27 @@ class Workload:
                 a.error = e.kind
             a.t1 = self.now()
             self.finished.append((None, (a.t1 - a.t0) * 1000, a.status in DEFINITIVE))
-            if a.status in DEFINITIVE or not it.key:
-                return
-            if a.status and not (a.status >= 500):
-                return  # 4xx other than 422: definitive, and unexpected (the audit says so)
-            if self.now() - it.t0 > self.retry_window:
+            # A 4xx other than 422 is definitive too, and unexpected: the audit says so.
+            if not it.key or (a.status and a.status < 500) or self.now() - it.t0 > self.retry_window:
                 return
             await asyncio.sleep(backoff * (0.5 + self.rng.random()))
             backoff = min(backoff * 2, 1.0)
 
     async def _statement(self, st):
         try:
-            r = await httpc.request("GET", "/clientes/%d/extrato" % st.client, port=self.port,
-                                    timeout=self.attempt_timeout)
+            r = await httpc.request("GET", "/clientes/%d/extrato" % st.client, port=self.port, timeout=self.attempt_timeout)
             st.status, st.instance = r.status, r.instance
             if r.status == 200:
-                j = r.json() or {}
-                saldo = j.get("saldo") or {}
+                saldo = (r.json() or {}).get("saldo") or {}
                 st.total, st.limite = saldo.get("total"), saldo.get("limite")
         except httpc.HTTPError as e:
             st.error = e.kind
         self.finished.append((None, (self.now() - st.t0) * 1000, st.status == 200))
+
+    def _room(self):
+        """Whether one more arrival may start; past max_inflight it is skipped (and counted)."""
+        self.skipped += len(self.tasks) >= self.max_inflight
+        return len(self.tasks) < self.max_inflight
 
     def _spawn(self, coro):
         t = asyncio.ensure_future(coro)
@@ -151,19 +136,13 @@ class Workload:
 
     def new_intent(self):
         n = len(self.intents)
-        client = self.rng.randint(1, 5)
-        tipo = "d" if self.rng.random() < 2 / 3 else "c"
-        valor = self.rng.randint(1, 10000)
-        # 10 characters, unique in the run: 5 of counter (base 62), 5 random.
-        c, ctr = n, ""
-        for _ in range(5):
-            c, d = divmod(c, 62)
-            ctr = ALNUM[d] + ctr
-        descricao = ctr + "".join(self.rng.choice(ALNUM) for _ in range(5))
+        client, tipo, valor = self.rng.randint(1, 5), "d" if self.rng.random() < 2 / 3 else "c", self.rng.randint(1, 10000)
+        # 10 characters, unique in the run: the counter in 5 base-62 digits, then 5 random.
+        counter = "".join(ALNUM[n // 62 ** i % 62] for i in range(4, -1, -1))
+        descricao = counter + "".join(self.rng.choice(ALNUM) for _ in range(5))
         key = ("%s-%d" % (self.run_tag, n)) if self.rng.random() < self.keyed_share else None
-        it = Intent(n, client, tipo, valor, descricao, key, self.now())
-        self.intents.append(it)
-        return it
+        self.intents.append(Intent(n, client, tipo, valor, descricao, key, self.now()))
+        return self.intents[-1]
 
     def burst(self, n):
         """Starts n transactions at once (so that a fault finds requests in flight)."""
@@ -173,44 +152,32 @@ class Workload:
     async def one(self, client=1, tipo="c", valor=1):
         """One keyed transaction, awaited; returns the Intent."""
         it = self.new_intent()
-        it.client, it.tipo, it.valor = client, tipo, valor
-        if not it.key:
-            it.key = "%s-%d" % (self.run_tag, it.n)
+        it.client, it.tipo, it.valor, it.key = client, tipo, valor, it.key or "%s-%d" % (self.run_tag, it.n)
         await self._intent(it)
         return it
 
     async def run(self, duration):
-        """Starts transactions at `rate` per second and statements at `get_rate` per
-        second for `duration` seconds (open model: a slow answer does not slow the
-        arrivals), then returns; the started requests keep going (see drain)."""
+        """Starts transactions at `rate` and statements at `get_rate` per second for `duration`
+        seconds (open model: a slow answer does not slow the arrivals), then returns; the
+        started requests go on (see drain)."""
         if self.t_start is None:
             self.t_start = time.monotonic()
-        begin = self.now()
-        sent_w = sent_g = 0
-        while not self.stopping:
+        begin, sent_w, sent_g = self.now(), 0, 0
+        while self.now() - begin < duration:
             el = self.now() - begin
-            if el >= duration:
-                break
-            due_w = int(el * self.rate) - sent_w
-            due_g = int(el * self.get_rate) - sent_g
-            for _ in range(due_w):
+            for _ in range(int(el * self.rate) - sent_w):
                 sent_w += 1
-                if len(self.tasks) >= self.max_inflight:
-                    self.skipped += 1
-                    continue
-                self._spawn(self._intent(self.new_intent()))
-            for _ in range(due_g):
+                if self._room():
+                    self._spawn(self._intent(self.new_intent()))
+            for _ in range(int(el * self.get_rate) - sent_g):
                 sent_g += 1
-                if len(self.tasks) >= self.max_inflight:
-                    self.skipped += 1
-                    continue
-                st = Statement(self.now(), self.rng.randint(1, 5))
-                self.statements.append(st)
-                self._spawn(self._statement(st))
+                if self._room():
+                    self.statements.append(Statement(self.now(), self.rng.randint(1, 5)))
+                    self._spawn(self._statement(self.statements[-1]))
             await asyncio.sleep(0.005)
 
     async def drain(self, timeout):
-        """Waits for every started request (and its retries) to end."""
+        """Waits for every started request (and its retries) to end; returns how many did not."""
         deadline = time.monotonic() + timeout
         while self.tasks and time.monotonic() < deadline:
             await asyncio.wait(list(self.tasks), timeout=max(0.1, deadline - time.monotonic()))
@@ -219,18 +186,9 @@ class Workload:
             t.cancel()
         return left
 
-    # -- numbers --------------------------------------------------------------------------
     def counts(self, t_from=None, t_to=None):
         """Answers seen by every attempt (and statement) started in [t_from, t_to)."""
-        out = {}
-
-        def add(k):
-            out[k] = out.get(k, 0) + 1
-        for it in self.intents:
-            for a in it.attempts:
-                if (t_from is None or a.t0 >= t_from) and (t_to is None or a.t0 < t_to):
-                    add("POST " + (str(a.status) if a.status else (a.error or "error")))
-        for st in self.statements:
-            if (t_from is None or st.t0 >= t_from) and (t_to is None or st.t0 < t_to):
-                add("GET " + (str(st.status) if st.status else (st.error or "error")))
-        return out
+        within = lambda t: (t_from is None or t >= t_from) and (t_to is None or t < t_to)
+        seen = ["POST %s" % (a.status or a.error or "error") for it in self.intents for a in it.attempts if within(a.t0)]
+        seen += ["GET %s" % (st.status or st.error or "error") for st in self.statements if within(st.t0)]
+        return dict(Counter(seen))
