@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from . import PACKAGE, REPO, SCRIPTS, stackctl, stackinfo, venv
+from . import PACKAGE, REPO, SCRIPTS, venv, stack as stackctl, stack as stackinfo
 from .loadrun import answers, process_cpu_seconds
 from .score import percentile
 

@@ -17,7 +17,7 @@ import subprocess
 import time
 import traceback
 
-from . import REPO, SCRIPTS, log, stackctl
+from . import REPO, SCRIPTS, log, stack as stackctl
 from .ledger import format_report
 from .progress import Progress
 

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from . import REPO, PACKAGE, SCRIPTS, ledger, loadtest_audit, plot, report, score, stackinfo, venv
+from . import REPO, PACKAGE, SCRIPTS, ledger, loadtest_audit, plot, report, score, venv, stack as stackinfo
 from .clients import LIMITS
 from .progress import Progress, tail_records
 
