@@ -1,22 +1,16 @@
-"""The native stack's controller (docs/STACK.md): the release binary as api01, api02 (--instances
-N for more) on one SQLite file or a local PostgreSQL server, behind Debian's nginx, each service
-in a cgroup with the limits docker-compose.yml declares.
+"""The native stack's controller (docs/STACK.md): api01, api02 (--instances N for more) on one SQLite
+file or a local PostgreSQL server, behind Debian's nginx, each in a cgroup with docker-compose.yml's limits.
 
-    python3 -m crebitos_tools.stack up|down|status [options]   (scripts/stack-up, stack-down, stack-status)
+    python3 -m crebitos_tools.stack up|down|status [options]       (scripts/stack-up, stack-down, stack-status)
     python3 -m crebitos_tools.stack postgres start|stop|status|psql DIR ...   (scripts/postgres-server)
-    python3 -m crebitos_tools.stack instance STATE start SERVICE [SECONDS]
-    python3 -m crebitos_tools.stack supervise STATE
+    python3 -m crebitos_tools.stack instance STATE start SERVICE [SECONDS]  |  supervise STATE
 
-On disk, what the other tools read: STATE/stack.env (KEY=value, shell-quoted), STATE/pids/SVC.pid
-("PID STARTTIME": the start time, field 22 of /proc/PID/stat, tells our process apart from one
-that reused its pid, so nothing here signals a process it did not start), STATE/logs/SVC.log,
-STATE/nginx/nginx.conf and nginx.pid, STATE/run/SVC.sock.
-
-Also here for the other tools: Stack (a stack of a test's own, driven through these commands),
-and what the kernel measured about a stack (find_groups, snapshot, cpu_delta, processes, ...).
-Standard library only: it runs before the .venv exists. Processes join their cgroup in a
-preexec_fn, which is only safe without threads: every command here runs single-threaded, and
-the tests call it as a subprocess.
+On disk (what the other tools read): STATE/stack.env (KEY=value, shell-quoted); STATE/pids/SVC.pid,
+"PID STARTTIME" (field 22 of /proc/PID/stat tells our process from one that reused its pid, so nothing
+here signals a process it did not start); STATE/logs/SVC.log, nginx/nginx.conf, nginx/nginx.pid, run/SVC.sock.
+Also for the other tools: Stack (a test's own stack) and the kernel's counters of a stack (find_groups ...).
+Standard library only: it runs before the .venv exists. Processes join their cgroup in a preexec_fn, only
+safe without threads: every command runs single-threaded, and the tests run it as a subprocess.
 """
 import argparse
 import asyncio
@@ -69,17 +63,15 @@ def utc_now():
 # --- processes --------------------------------------------------------------------------------
 
 def _stat_fields(pid):
-    """/proc/PID/stat from field 3 on (field 2, the command name, may hold spaces)."""
-    text = read_text("/proc/%d/stat" % pid)
+    text = read_text("/proc/%d/stat" % pid)  # from field 3 on: field 2, the name, may hold spaces
     return text.rsplit(")", 1)[1].split() if text else None
 
 def proc_starttime(pid):
-    fields = _stat_fields(pid)
-    return fields[19] if fields else None
+    return (_stat_fields(pid) or [None] * 20)[19]
 
 def is_zombie(pid):
-    """Gone or finished. A multithreaded server's main thread shows Z while its other threads
-    still shut down (and keep it in its cgroup): finished means every thread is Z."""
+    """Gone or finished. A multithreaded server's main thread shows Z while its other threads still
+    shut down (and keep it in its cgroup): finished means every thread is Z."""
     try:
         tids = os.listdir("/proc/%d/task" % pid)
     except OSError:
@@ -92,7 +84,6 @@ def pid_running(pid, starttime=None):
     return now is not None and (not starttime or now == starttime) and not is_zombie(pid)
 
 def read_pidfile(path):
-    """(pid, start time) from a pid file, or None."""
     parts = (read_text(path) or "").split()
     return (int(parts[0]), parts[1] if len(parts) > 1 else None) if parts and parts[0].isdigit() else None
 
@@ -122,7 +113,6 @@ def wait_gone(seconds, pid, starttime=None, step=0.1):
     return True
 
 def children(pid):
-    """The pids whose parent is PID (nginx's workers, PostgreSQL's backends)."""
     return [int(d) for d in os.listdir("/proc") if d.isdigit() and (_stat_fields(int(d)) or [0, 0])[1] == str(pid)]
 
 def proc_status(pid):
@@ -139,8 +129,8 @@ def memory(pid):
     return "rss %6.1f MB  peak %6.1f MB" % (int(st.get("VmRSS") or 0) / 1024, int(st.get("VmHWM") or 0) / 1024)
 
 def spawn(argv, logfile, enter=None, env=None):
-    """argv detached (own session, hangups ignored, stdin /dev/null, output appended to logfile);
-    enter() runs in the child before exec (to join a cgroup), so the pid is the program's own."""
+    """argv detached (own session, hangups ignored, stdin /dev/null, output appended to logfile); enter()
+    runs in the child before exec (to join a cgroup), so the pid is the program's, already in its group."""
     def child():
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         if enter:
@@ -150,12 +140,9 @@ def spawn(argv, logfile, enter=None, env=None):
                                 env=env, preexec_fn=child, start_new_session=True)
 
 def free_port():
-    """A TCP port nobody listens on, from the range above the ephemeral default."""
-    for _ in range(200):
-        port = random.randint(20000, 31999)
-        if not port_in_use(port):
-            return port
-    die("no free port found")
+    """A TCP port nobody listens on, above the ephemeral range's default."""
+    return next((p for p in (random.randint(20000, 31999) for _ in range(200)) if not port_in_use(p)), None) \
+        or die("no free port found")
 
 def http_get(address, path, timeout=2):
     """GET path at address (unix:/path.sock or host:port): (status, body), or (None, why)."""
@@ -168,9 +155,9 @@ def http_get(address, path, timeout=2):
         return None, str(e) or type(e).__name__
 
 def need(pkg, found, what, out=None):
-    """found()'s answer; if none, as root install pkg from Debian, else say what to install.
-    policy-rc.d answering 101 keeps the package's own service from starting (a system nginx on
-    port 80, a cluster on 5432); the package lists are refreshed only if installing fails."""
+    """found()'s answer; if none, install pkg from Debian as root, else say what to install. policy-rc.d
+    answering 101 keeps the package's own service from starting (a system nginx on port 80, a cluster on
+    5432); the package lists are refreshed only if installing fails."""
     if found():
         return found()
     if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -762,17 +749,16 @@ def up(argv):
     if a.store == "sqlite":
         os.makedirs(os.path.dirname(database), exist_ok=True)
     # One stack per state dir: refuse to start over a running one (its pid files would be lost).
-    for svc in ["supervisor", "nginx"] + instances:
-        if pidfile_alive(pidfile(state, svc)):
-            die("%s is already running from %s (pid %d): run %s first"
-                % (svc, state, pidfile_alive(pidfile(state, svc)), down_hint(state)))
+    for svc, pid in ((svc, pidfile_alive(pidfile(state, svc))) for svc in ["supervisor", "nginx"] + instances):
+        if pid:
+            die("%s is already running from %s (pid %d): run %s first" % (svc, state, pid, down_hint(state)))
     if port_in_use(a.port):
         die("port %d on 127.0.0.1 is already in use" % a.port)
     if a.fresh and a.store == "postgres":
         shutil.rmtree(os.path.join(state, "postgres"), ignore_errors=True)
         log("--fresh: dropped the PostgreSQL cluster in %s/postgres" % state)
     elif a.fresh:
-        for path in (database + s for s in ("", "-wal", "-shm", "-journal", ".lock") if os.path.exists(database + s)):
+        for path in [database + x for x in ("", "-wal", "-shm", "-journal", ".lock") if os.path.exists(database + x)]:
             os.remove(path)
         log("--fresh: dropped %s (and its -wal, -shm and lock files)" % database)
     for cmd in ("nginx", "curl"):  # curl: not for this script, the health commands it prints use it
@@ -879,23 +865,18 @@ def up(argv):
 
     pid_of = {svc: (read_pidfile(pidfile(state, svc)) or [0])[0] for svc in instances + ["nginx", "supervisor"]}
     lines = ["stack ready in %d ms: http://127.0.0.1:%d  (GET /clientes/1/extrato answers 200)" % (ready_ms, a.port),
-             "  nginx   pid %d   config %s" % (pid_of["nginx"], conf)]
-    lines += ["  %-7s pid %-7d listen %s   health: curl %s" % (svc, pid_of[svc], listen[svc], (
-              "--unix-socket %s http://localhost/health" % listen[svc][len("unix:"):] if a.transport == "uds"
-              else "http://%s/health" % listen[svc])) for svc in instances]
-    lines += ["  restart   " + ("unless-stopped: supervisor pid %d, log %s/logs/supervisor.log" % (pid_of["supervisor"], state)
-                                if a.restart == "unless-stopped" else "no"),
-              "  database  %s  (%s; audit: scripts/audit %s)" % (database, "PostgreSQL in %s/postgres, log %s/postgres/server.log"
-                                                                  % (state, state) if a.store == "postgres"
-                                                                  else "synchronous=%s" % a.synchronous, database),
-              "  binary    %s" % binary, "  logs      %s/logs/" % state]
-    if cg:
-        lines.append("  limits    ON (cgroup %s), the same as %s:" % (cg.version, os.path.basename(compose)))
-        lines += ["    %-6s %s CPU %dMB   %s" % (svc, cpus, nbytes // MIB, cg.dir("memory", "%s/%s" % (a.cgroup, svc)))
-                  for svc, (cpus, nbytes) in limits.items()]
-        lines.append("    stack: cpu %s  cpuacct %s  memory %s" % tuple(cg.dir(c, a.cgroup) for c in CONTROLLERS))
-    else:
-        lines.append("  limits    OFF: the stack runs unlimited (%s)" % why_not)
+             "  nginx   pid %d   config %s" % (pid_of["nginx"], conf)] + [
+        "  %-7s pid %-7d listen %s   health: curl %s/health" % (svc, pid_of[svc], listen[svc], "--unix-socket %s http://localhost"
+        % listen[svc][5:] if a.transport == "uds" else "http://" + listen[svc]) for svc in instances] + [
+        "  restart   " + ("unless-stopped: supervisor pid %d, log %s/logs/supervisor.log" % (pid_of["supervisor"], state)
+                          if a.restart == "unless-stopped" else "no"),
+        "  database  %s  (%s; audit: scripts/audit %s)" % (database, "PostgreSQL in %s/postgres, log %s/postgres/server.log"
+                                                           % (state, state) if a.store == "postgres" else "synchronous=" + a.synchronous, database),
+        "  binary    %s" % binary, "  logs      %s/logs/" % state]
+    lines += (["  limits    ON (cgroup %s), the same as %s:" % (cg.version, os.path.basename(compose))]
+              + ["    %-6s %s CPU %dMB   %s" % (svc, c, m // MIB, cg.dir("memory", "%s/%s" % (a.cgroup, svc))) for svc, (c, m) in limits.items()]
+              + ["    stack: cpu %s  cpuacct %s  memory %s" % tuple(cg.dir(c, a.cgroup) for c in CONTROLLERS)]
+              if cg else ["  limits    OFF: the stack runs unlimited (%s)" % why_not])
     print("\n".join(lines + ["stop it with: %s" % down_hint(state)]), flush=True)
     return 0
 
