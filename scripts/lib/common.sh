@@ -152,7 +152,7 @@ mb_to_bytes() {
   esac
 }
 
-# release_bin: where `swift build -c release` puts the server (crebitos_tools/stackctl.py
+# release_bin: where `swift build -c release` puts the server (crebitos_tools/stack.py
 # build_binary is the Python side of the same question).
 release_bin() {
   printf '%s/crebitos\n' "$(cd "$REPO_ROOT" && swift build -c release --show-bin-path)"
