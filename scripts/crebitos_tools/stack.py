@@ -865,9 +865,11 @@ def up(argv):
 
     pid_of = {svc: (read_pidfile(pidfile(state, svc)) or [0])[0] for svc in instances + ["nginx", "supervisor"]}
     lines = ["stack ready in %d ms: http://127.0.0.1:%d  (GET /clientes/1/extrato answers 200)" % (ready_ms, a.port),
-             "  nginx   pid %d   config %s" % (pid_of["nginx"], conf)] + [
-        "  %-7s pid %-7d listen %s   health: curl %s/health" % (svc, pid_of[svc], listen[svc], "--unix-socket %s http://localhost"
-        % listen[svc][5:] if a.transport == "uds" else "http://" + listen[svc]) for svc in instances] + [
+             "  nginx   pid %d   config %s" % (pid_of["nginx"], conf)]
+    for svc in instances:
+        health = "--unix-socket %s http://localhost" % listen[svc][5:] if a.transport == "uds" else "http://" + listen[svc]
+        lines.append("  %-7s pid %-7d listen %s   health: curl %s/health" % (svc, pid_of[svc], listen[svc], health))
+    lines += [
         "  restart   " + ("unless-stopped: supervisor pid %d, log %s/logs/supervisor.log" % (pid_of["supervisor"], state)
                           if a.restart == "unless-stopped" else "no"),
         "  database  %s  (%s; audit: scripts/audit %s)" % (database, "PostgreSQL in %s/postgres, log %s/postgres/server.log"
