@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 from . import REPO
-from .stack import apt_install, die, log
+from .stackctl import apt_install, die, log
 
 FAULT_TESTS = [
     ("hostile input through nginx and straight to an instance", ["badinput-test"]),
