@@ -22,6 +22,10 @@ struct LedgerOptions: Sendable {
     var idempotencyRetention: Duration = .seconds(24 * 60 * 60)
     var idempotencyCleanupInterval: Duration = .seconds(60)
     var wallClock: (@Sendable () -> Int64)?
+    /// Far above the server's 2 s: these tests are about the ledger's rules and snapshots,
+    /// not its deadline (WritePathFaultTests and PostgresStoreTests test that), and a CI
+    /// machine busy with other work must not turn a queue of 400 writes into refusals.
+    var writeDeadline: Duration = .seconds(30)
 }
 
 /// A ledger under test: the ``Ledger`` itself, and what the tests look at beside it (the
@@ -67,12 +71,14 @@ final class TestLedger: Sendable {
             var configuration = StoreConfiguration(
                 path: directory.databasePath, idempotencyRetention: options.idempotencyRetention,
                 idempotencyCleanupInterval: options.idempotencyCleanupInterval)
+            configuration.writeDeadline = options.writeDeadline
             if let clock = options.wallClock { configuration.wallClock = clock }
             return TestLedger(store: .sqlite(try SQLiteLedger.open(configuration)), place: place, options: options)
         case .postgres(let url):
             var configuration = PostgresStoreConfiguration(
                 url: try PostgresURL(url), idempotencyRetention: options.idempotencyRetention,
                 idempotencyCleanupInterval: options.idempotencyCleanupInterval)
+            configuration.writeDeadline = options.writeDeadline
             if let clock = options.wallClock { configuration.wallClock = clock }
             return TestLedger(store: .postgres(try await PostgresLedger.open(configuration)), place: place, options: options)
         }
