@@ -32,9 +32,8 @@ def parser(doc):
 
 
 class Checks:
-    """The test's verdicts, and the dir its records and report go to (out). A verdict is
-    printed as it comes when it failed (or always, with echo); the failures are listed again
-    above the closing count."""
+    """The test's verdicts (printed as they come when failed, or always with echo; the failures
+    again above the closing count), and the dir its records and report go to (out)."""
 
     def __init__(self, out, echo=False):
         self.items, self.out, self.echo = [], out, echo
@@ -54,9 +53,6 @@ class Checks:
     @property
     def failed(self):
         return [c for c in self.items if not c[1]]
-
-    def as_json(self):
-        return [{"check": n, "ok": ok, "message": m} for n, ok, m in self.items]
 
     def close(self):
         if self.failed:
@@ -110,8 +106,7 @@ def run(name, args, body, after=None, echo=False, own_stack=True, **stack_option
 
 
 def pids(stack):
-    """{service: pid} of the stack's running processes."""
-    return stackctl.pids(stack.state)
+    return stackctl.pids(stack.state)  # {service: pid} of its running processes
 
 
 def rss_mb(stack, svc):
@@ -167,12 +162,12 @@ def under_load(wl, seconds, faults, label):
 
 
 def add_drain(checks, left):
-    checks.add("drain", left == 0, "every request and retry ended" if left == 0
-               else "%d requests still running 120 s after the load" % left)
+    checks.add("drain", not left, "%d requests still running 120 s after the load" % left if left
+               else "every request and retry ended")
 
 
 def tally(keys):
-    return dict(Counter(keys))
+    return dict(Counter(keys))  # {key: how many times}
 
 
 def count(pairs):

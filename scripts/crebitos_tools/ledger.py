@@ -160,19 +160,14 @@ def finding(check, ok, message):
 
 
 def compare(snap, sent, since_id=0):
-    """The rows after since_id against the transactions a test sent: `sent` is (request,
-    outcome, saldos) per transaction, request = (cliente, tipo, valor, descricao), outcome
-    ACKED (answered 200, saldos the balances it returned), REFUSED (a 4xx) or UNCLEAR (no
-    answer or a 5xx: it may have committed). Returns (findings, matching):
-
-      count      rows stored == transactions answered 200 + the unclear ones that committed
-      acked      every transaction answered 200 is stored
-      extra      nothing else is stored: not twice, not a refused one, not one never sent
-                 (nor one stored with another client, tipo or valor than sent)
-      unanswered (only when there are some) rows of unclear requests: allowed, reported
-      saldos     the balance each 200 returned is the replayed balance right after its row
-
-    matching: {"stored": {request: [row ids]}, "rows", "acked", "missing", "twice": counts}."""
+    """The rows after since_id against what a test sent: (request, outcome, saldos) per
+    transaction, request = (cliente, tipo, valor, descricao), outcome ACKED (answered 200,
+    saldos what it returned), REFUSED (a 4xx) or UNCLEAR (no answer or a 5xx: it may have
+    committed). Findings: count (rows == the 200s + the unclear ones that committed), acked
+    (every 200 stored), extra (nothing stored twice, refused, never sent, or with another
+    client, tipo or valor), unanswered (when some: rows of unclear requests, allowed),
+    saldos (each returned balance is the replay's right after its row). Returns (findings,
+    {"stored": {request: [row ids]}, "rows", "acked", "missing", "twice": counts})."""
     new_rows = [r for r in snap.rows if r[0] > since_id]
     stored = defaultdict(list)
     for rid, cid, valor, tipo, descr, _ in new_rows:
