@@ -11,7 +11,6 @@ afford (the store refuses it), and Idempotency-Keys only go with bodies refused 
 store. Tables are one case a line: (name, request or body[, expectation or field]).
 """
 import functools
-import json
 
 from . import httpc
 
@@ -369,9 +368,3 @@ def judge_direct(resp, err, head=False, connect=False):
         return False, "%d without the JSON error shape: %s" % (resp.status, problem)
     return True, str(resp.status)
 
-
-if __name__ == "__main__":
-    counts = {}
-    for case in cases():
-        counts[case[0]] = counts.get(case[0], 0) + 1
-    print(json.dumps(counts, indent=1), sum(counts.values()))
