@@ -39,7 +39,7 @@ def post(path, body, headers=None):
     return httpc.build("POST", path, body, dict(J, **(headers or {})))
 
 
-def tx(body, headers=None):
+def tx(body, headers=None):  # a POST of a transaction
     return post(TX, body, headers)
 
 
@@ -67,8 +67,6 @@ def member(name, value):
 def debit(descricao):
     """A valid body (this descricao) on a debit no client can afford: reaches the store, writes nothing."""
     return '{"valor": %d, "tipo": "d", "descricao": "%s"}' % (BIG_DEBIT, descricao)
-
-
 
 
 def cases():
