@@ -1,13 +1,8 @@
-"""What the fault and bad-input tests share (crash-test, freeze-test, backup-test,
-badinput-test, schemathesis-test): the options every one takes, a stack of its own with a
-private copy of the server, the list of checks with its closing "N passed, M failed", the
-stack stopped and its logs kept whatever happens, and the checks several of them make
-(scripts/audit on a file, the same processes throughout, clean instance logs, a workload
-run with faults beside it and drained). Each test's main says only what is its own.
-
-Of stackctl, the tests use stackctl.Stack; its helpers beyond the class (build_binary,
-copy_binary, pids, rss_kb) are used here only, so a change to them is one place to follow.
-"""
+"""What the fault and bad-input tests share: the options every one takes, a stack of its own
+with a private copy of the server (a rebuild by someone else during the test changes
+nothing), the list of checks with its closing "N passed, M failed", the stack stopped and its
+logs kept whatever happens, and the checks several of them make. Each test's main says only
+what is its own."""
 import argparse
 import asyncio
 import datetime
@@ -16,9 +11,10 @@ import shutil
 import subprocess
 import time
 import traceback
+from collections import Counter
 
 from . import REPO, SCRIPTS, log, stackctl
-from .ledger import format_report
+from .ledger import format_report, integrity
 from .progress import Progress
 
 SERVICES = ("nginx", "api01", "api02")
@@ -36,9 +32,8 @@ def parser(doc):
 
 
 class Checks:
-    """The test's verdicts, and the dir its records and report go to (out). Each verdict is
-    printed as it comes when it failed (or always, with echo); the failures are listed
-    again above the closing count."""
+    """The test's verdicts (printed as they come when failed, or always with echo; the failures
+    again above the closing count), and the dir its records and report go to (out)."""
 
     def __init__(self, out, echo=False):
         self.items, self.out, self.echo = [], out, echo
@@ -52,36 +47,28 @@ class Checks:
 
     def add_audit(self, res, title):
         """A ledger audit's report, and its checks as this test's."""
-        log("")
-        log(format_report(res["checks"], title))
-        for c in res["checks"]:
-            self.items.append((c["check"], c["ok"], c["message"]))
+        log("\n" + format_report(res["checks"], title))
+        self.items += [(c["check"], c["ok"], c["message"]) for c in res["checks"]]
 
     @property
     def failed(self):
         return [c for c in self.items if not c[1]]
 
-    def as_json(self):
-        return [{"check": n, "ok": ok, "message": m} for n, ok, m in self.items]
-
     def close(self):
         if self.failed:
-            log("")
-            log("failures:")
+            log("\nfailures:")
             for name, _, detail in self.failed[:40]:
                 log("  FAIL  %s: %s" % (name, detail))
-        log("")
-        log("%d passed, %d failed" % (len(self.items) - len(self.failed), len(self.failed)))
+        log("\n%d passed, %d failed" % (len(self.items) - len(self.failed), len(self.failed)))
         return 1 if self.failed else 0
 
 
 def run(name, args, body, after=None, echo=False, own_stack=True, **stack_options):
-    """Runs one test: an out dir, a stack of its own (stack_options go to stackctl.Stack)
-    with a private copy of the binary (a rebuild by someone else during the test changes
-    nothing), body(stack, checks) while it runs, then the stack stopped (unless --keep),
-    after(stack, checks, what body returned) once it is down, its logs copied to the out
-    dir, its state removed if everything held. Returns the exit code. Without own_stack
-    body gets None (the test runs against a stack it was pointed at)."""
+    """Runs one test: an out dir, a stack of its own (stack_options go to stackctl.Stack),
+    body(stack, checks) while it runs, then the stack stopped (unless --keep), after(stack,
+    checks, what body returned) once it is down, its logs copied to the out dir, its state
+    removed if everything held. Returns the exit code. Without own_stack body gets None (the
+    test runs against a stack it was pointed at)."""
     out = os.path.abspath(args.out or os.path.join(
         REPO, "runs", "%s-%s" % (name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))))
     os.makedirs(out, exist_ok=True)
@@ -119,8 +106,7 @@ def run(name, args, body, after=None, echo=False, own_stack=True, **stack_option
 
 
 def pids(stack):
-    """{service: pid} of the stack's running processes."""
-    return stackctl.pids(stack.state)
+    return stackctl.pids(stack.state)  # {service: pid} of its running processes
 
 
 def rss_mb(stack, svc):
@@ -134,10 +120,24 @@ def audit_file(path):
     return r.returncode == 0, (r.stdout + r.stderr).strip()[-300:]
 
 
+def check_closed_file(checks, db):
+    """After stack-down: PRAGMA integrity_check, and scripts/audit, on the closed file."""
+    integ = integrity(db)
+    checks.add("closed file", integ == "ok", "after stack-down: PRAGMA integrity_check: %s" % integ[:200])
+    checks.add("scripts/audit", *audit_file(db))
+
+
 def log_lines(stack, svc, words):
     """The lines of an instance's log that hold any of `words`."""
     with open(os.path.join(stack.state, "logs", svc + ".log"), errors="replace") as fh:
         return [line.strip() for line in fh if any(w in line for w in words)]
+
+
+def same_processes(checks, stack, before, services=SERVICES, name="%s still the same process"):
+    """One check per service: it still runs with the pid it had before."""
+    now = pids(stack)
+    for svc in services:
+        checks.add(name % svc, now.get(svc) == before.get(svc), "pid %s -> %s" % (before.get(svc), now.get(svc)))
 
 
 def under_load(wl, seconds, faults, label):
@@ -162,8 +162,12 @@ def under_load(wl, seconds, faults, label):
 
 
 def add_drain(checks, left):
-    checks.add("drain", left == 0, "every request and retry ended" if left == 0
-               else "%d requests still running 120 s after the load" % left)
+    checks.add("drain", not left, "%d requests still running 120 s after the load" % left if left
+               else "every request and retry ended")
+
+
+def tally(keys):
+    return dict(Counter(keys))  # {key: how many times}
 
 
 def count(pairs):

@@ -1,26 +1,16 @@
-"""The ledger audit's core, the one place the tooling checks a database file: one read
-snapshot, the replay of every client's history, and the invariants of docs/API.md.
-
-  clients    the five clients exist with their limits (clients.py), and no other
-  rows       every transaction belongs to a client, valor is a whole number > 0, tipo is c
-             or d, descricao has 1 to 10 characters
-  balances   for every client saldo == credits - debits over its rows, and saldo >= -limite
-  history    replaying each client's rows in commit order (transacoes.id) never goes below
-             -limite: the invariant held at every commit, not only at the end
-
-scripts/audit prints them for a file. compare() matches the rows against the requests a test
-sent and what each was answered: the one matching both the load test's audit
-(loadtest_audit.py, from k6's records) and the fault tests' (ledger_audit.py, from the
-workload's intents) use, each with its own reader of its records. Read-only, and safe while the stack runs (WAL: readers see every
-committed transaction and block no writer).
-
-A database is a SQLite file's path, or a postgres:// URL (the PostgreSQL store): that one is
-read with `psql -At` in one REPEATABLE READ, READ ONLY transaction, the same snapshot rule.
+"""The ledger audit's core, the one place the tooling checks a database: one read snapshot,
+the replay of every client's history, and the invariants of docs/API.md (clients, rows,
+balances, history: see Snapshot.invariants), which scripts/audit prints. compare() matches
+the rows against what a test sent and was answered, for the load test's audit
+(loadtest_audit.py, from k6's records) and the fault tests' (ledger_audit.py). Read-only and
+safe while the stack runs (WAL readers block no writer). A database is a SQLite file's path
+or a postgres:// URL, read with psql in one REPEATABLE READ, READ ONLY transaction.
 """
 import os
 import sqlite3
 import subprocess
 from collections import Counter, defaultdict
+from contextlib import closing
 
 from .clients import LIMITS
 
@@ -84,24 +74,44 @@ def max_id(path):
 def integrity(path):
     if is_postgres(path):
         return "ok"  # no file to check: the server owns its pages
-    db = open_readonly(path)
-    try:
+    with closing(open_readonly(path)) as db:
         return "; ".join(r[0] for r in db.execute("PRAGMA integrity_check"))
-    finally:
-        db.close()
+
+
+def read_sqlite(path):
+    """(clientes, rows, keys) as Snapshot holds them, from one read transaction."""
+    with closing(open_readonly(path)) as db:
+        db.execute("BEGIN")
+        clientes = {cid: (lim, saldo) for cid, lim, saldo in db.execute("SELECT id, limite, saldo FROM clientes ORDER BY id")}
+        rows = db.execute("SELECT id, cliente_id, valor, tipo, descricao, realizada_em FROM transacoes ORDER BY id").fetchall()
+        try:
+            keys = {k: rest for k, *rest in db.execute("SELECT key, cliente_id, request, outcome, saldo FROM idempotency_keys")}
+        except sqlite3.OperationalError:  # a database from before the table existed
+            keys = {}
+        return clientes, rows, keys
+
+
+def read_postgres(url):
+    clientes, rows, keys = {}, [], {}
+    for tag, *f in postgres_snapshot(url):
+        if tag == "C":
+            clientes[int(f[0])] = (int(f[1]), int(f[2]))
+        elif tag == "T":
+            rows.append((int(f[0]), int(f[1]), int(f[2]), f[3], f[4], int(f[5])))
+        else:
+            keys[f[0]] = [int(f[1]), f[2], f[3], None if f[4] is None else int(f[4])]
+    return clientes, rows, keys
 
 
 class Snapshot:
     """clientes {id: (limite, saldo)}, rows [(id, cliente_id, valor, tipo, descricao,
     realizada_em)] in commit order, keys {key: (cliente_id, request, outcome, saldo)} (empty
-    when the table does not exist), and after_row {row id: the client's balance right after
-    that row}, all from one read transaction."""
+    when the table does not exist), all from one read transaction; sums {client: balance its
+    rows give}, after_row {row id: the client's balance right after that row}, below (the rows
+    that left a balance under -limite)."""
 
     def __init__(self, path):
-        if is_postgres(path):
-            self._read_postgres(path)
-        else:
-            self._read_sqlite(path)
+        self.clientes, self.rows, self.keys = (read_postgres if is_postgres(path) else read_sqlite)(path)
         self.sums, self.after_row, self.below = defaultdict(int), {}, []
         for rid, cid, valor, tipo, *_ in self.rows:
             self.sums[cid] += valor if tipo == "c" else -valor
@@ -110,61 +120,30 @@ class Snapshot:
             if lim is not None and self.sums[cid] < -lim:
                 self.below.append((rid, cid, self.sums[cid], lim))
 
-    def _read_postgres(self, url):
-        def num(v):
-            return None if v is None else int(v)
-        self.clientes, self.rows, self.keys = {}, [], {}
-        for rec in postgres_snapshot(url):
-            if rec[0] == "C":
-                self.clientes[int(rec[1])] = (int(rec[2]), int(rec[3]))
-            elif rec[0] == "T":
-                self.rows.append((int(rec[1]), int(rec[2]), int(rec[3]), rec[4], rec[5], int(rec[6])))
-            elif rec[0] == "K":
-                self.keys[rec[1]] = [int(rec[2]), rec[3], rec[4], num(rec[5])]
-
-    def _read_sqlite(self, path):
-        db = open_readonly(path)
-        try:
-            db.execute("BEGIN")
-            self.clientes = {cid: (lim, saldo) for cid, lim, saldo in
-                             db.execute("SELECT id, limite, saldo FROM clientes ORDER BY id")}
-            self.rows = db.execute("SELECT id, cliente_id, valor, tipo, descricao, realizada_em "
-                                   "FROM transacoes ORDER BY id").fetchall()
-            try:
-                self.keys = {k: rest for k, *rest in db.execute(
-                    "SELECT key, cliente_id, request, outcome, saldo FROM idempotency_keys")}
-            except sqlite3.OperationalError:
-                self.keys = {}
-            db.execute("COMMIT")
-        finally:
-            db.close()
-
     def invariants(self):
-        """[{check, ok, message}] for clients, rows, balances and history."""
-        out = []
-
-        def check(name, ok, msg):
-            out.append(finding(name, ok, msg))
-
+        """clients: the five of docs/API.md with their limits, no other; rows: each of a
+        client, valor a whole number > 0, tipo c or d, descricao of 1 to 10 characters;
+        balances: saldo == credits - debits and saldo >= -limite; history: replaying each
+        client's rows in commit order never goes below -limite."""
         wrong = {cid: self.clientes.get(cid) for cid in LIMITS
                  if cid not in self.clientes or self.clientes[cid][0] != LIMITS[cid]}
         extra = sorted(set(self.clientes) - set(LIMITS))
-        check("clients", not wrong and not extra, "the 5 clients of docs/API.md with their limits"
-              if not wrong and not extra else "wrong or missing: %s, unexpected ids: %s" % (wrong, extra))
         bad = [r[:5] for r in self.rows if r[1] not in self.clientes or not isinstance(r[2], int)
                or r[2] <= 0 or r[3] not in ("c", "d") or not isinstance(r[4], str) or not 1 <= len(r[4]) <= 10]
-        check("rows", not bad, "%d rows, each of a client, valor > 0, tipo c/d, descricao of 1-10 characters"
-              % len(self.rows) if not bad else "%d malformed rows, e.g. %s" % (len(bad), bad[:MAX_EXAMPLES]))
-        wrong = ["client %d: saldo %d but its rows add up to %d" % (cid, saldo, self.sums.get(cid, 0))
-                 for cid, (lim, saldo) in sorted(self.clientes.items()) if saldo != self.sums.get(cid, 0)]
-        wrong += ["client %d: saldo %d below -%d" % (cid, saldo, lim)
-                  for cid, (lim, saldo) in sorted(self.clientes.items()) if saldo < -lim]
-        check("balances", not wrong, "saldo == credits - debits and saldo >= -limite for every client"
-              if not wrong else "; ".join(wrong))
-        check("history", not self.below, "no prefix of any client's history goes below -limite"
-              if not self.below else "%d rows leave a balance below -limite, e.g. (id, client, balance, "
-              "limit) %s" % (len(self.below), self.below[:3]))
-        return out
+        saldos = sorted(self.clientes.items())
+        off = ["client %d: saldo %d but its rows add up to %d" % (cid, saldo, self.sums.get(cid, 0))
+               for cid, (lim, saldo) in saldos if saldo != self.sums.get(cid, 0)]
+        off += ["client %d: saldo %d below -%d" % (cid, saldo, lim) for cid, (lim, saldo) in saldos if saldo < -lim]
+        return [
+            finding("clients", not wrong and not extra, "the 5 clients of docs/API.md with their limits"
+                    if not wrong and not extra else "wrong or missing: %s, unexpected ids: %s" % (wrong, extra)),
+            finding("rows", not bad, "%d rows, each of a client, valor > 0, tipo c/d, descricao of 1-10 characters"
+                    % len(self.rows) if not bad else "%d malformed rows, e.g. %s" % (len(bad), bad[:MAX_EXAMPLES])),
+            finding("balances", not off, "saldo == credits - debits and saldo >= -limite for every client"
+                    if not off else "; ".join(off)),
+            finding("history", not self.below, "no prefix of any client's history goes below -limite"
+                    if not self.below else "%d rows leave a balance below -limite, e.g. (id, client, balance, "
+                    "limit) %s" % (len(self.below), self.below[:3]))]
 
 
 def format_report(checks, title="ledger audit"):
@@ -181,19 +160,14 @@ def finding(check, ok, message):
 
 
 def compare(snap, sent, since_id=0):
-    """The rows after since_id against the transactions a test sent: `sent` is (request,
-    outcome, saldos) per transaction, request = (cliente, tipo, valor, descricao), outcome
-    ACKED (answered 200, saldos the balances it returned), REFUSED (a 4xx) or UNCLEAR (no
-    answer or a 5xx: it may have committed). Returns (findings, matching):
-
-      count      rows stored == transactions answered 200 + the unclear ones that committed
-      acked      every transaction answered 200 is stored
-      extra      nothing else is stored: not twice, not a refused one, not one never sent
-                 (nor one stored with another client, tipo or valor than sent)
-      unanswered (only when there are some) rows of unclear requests: allowed, reported
-      saldos     the balance each 200 returned is the replayed balance right after its row
-
-    matching: {"stored": {request: [row ids]}, "rows", "acked", "missing", "twice": counts}."""
+    """The rows after since_id against what a test sent: (request, outcome, saldos) per
+    transaction, request = (cliente, tipo, valor, descricao), outcome ACKED (answered 200,
+    saldos what it returned), REFUSED (a 4xx) or UNCLEAR (no answer or a 5xx: it may have
+    committed). Findings: count (rows == the 200s + the unclear ones that committed), acked
+    (every 200 stored), extra (nothing stored twice, refused, never sent, or with another
+    client, tipo or valor), unanswered (when some: rows of unclear requests, allowed),
+    saldos (each returned balance is the replay's right after its row). Returns (findings,
+    {"stored": {request: [row ids]}, "rows", "acked", "missing", "twice": counts})."""
     new_rows = [r for r in snap.rows if r[0] > since_id]
     stored = defaultdict(list)
     for rid, cid, valor, tipo, descr, _ in new_rows:

@@ -1,35 +1,18 @@
-"""The ledger after a fault test, against every request the test sent and every answer it got.
-
-Each transaction the workload sent (an intent: one request, and for a keyed client its
-retries with the same Idempotency-Key) has a unique `descricao`, so its row (if any) is
-found exactly. The checks, each of which can fail:
-
-  integrity     PRAGMA integrity_check answers "ok"
-  clients, rows, balances, history    the invariants of ledger.py
-  count, acked, extra, saldos    the matching of ledger.compare, one transaction per intent
-                (answered 200 by any attempt, refused by its final 4xx, else unclear): every
-                200 stored once, nothing stored twice, refused or never sent, the balance
-                each 200 returned (first answers and replays alike) is the balance right
-                after its row in the replay
-  keyed         every keyed client ended with a definitive answer (200 or 422; a final 409,
-                "this key is being processed", is not one): retrying
-                with the key after a 502/504/no answer reached an answer for every intent
-  keys          idempotency_keys agrees with the rows: a key recorded as applied has its
-                row, a key recorded as refused has none, every row of a keyed request has
-                its key
-  statements    no statement showed saldo.total < -limite
-  late          (with no_late=True: runs without crashes, e.g. a frozen instance) no request
-                answered 5xx or left without an answer was stored: a 5xx then means "not
-                written", as a client that cannot retry must be able to rely on
-
-And the numbers: how many answers did not tell the client what happened (502, 504, no
-answer), and of those how many had in fact committed.
-"""
+"""The ledger after a fault test, against every request the workload sent and every answer it
+got (each intent: one request, for a keyed client with its retries under the same key; its
+unique `descricao` finds its row). Checks, each able to fail: integrity; the invariants and
+the matching of ledger.py (one transaction per intent: answered 200 by any attempt, refused
+by its final 4xx, else unclear); keyed (every keyed client ended on 200 or 422: a final 409,
+"this key is being processed", is not definitive); keys (idempotency_keys agrees with the
+rows); statements (none showed saldo.total < -limite); and with no_late, late (no request
+answered 5xx or not at all was stored). docs/FAULTS.md says why each matters."""
 from collections import defaultdict
 
 from . import ledger
-from .ledger import MAX_EXAMPLES, Snapshot, integrity  # noqa: F401 (integrity: for the tests)
+from .ledger import MAX_EXAMPLES, Snapshot, finding, integrity
 from .workload import DEFINITIVE
+
+HIDDEN = "keyed: the unclear answer had hidden a commit (found by the retry)"
 
 
 def is_unclear(attempt):
@@ -38,20 +21,16 @@ def is_unclear(attempt):
 
 def late_commits(intent, stored):
     """The attempts of `intent` answered 5xx or not at all that nonetheless committed: a plain
-    client's only attempt when its row is there, or a keyed client's unclear attempt that a
-    later replay (Idempotent-Replayed: true) shows to have committed."""
+    client's only attempt when its row is there, or a keyed client's unclear attempts when a
+    later replay (Idempotent-Replayed: true) shows one of them committed."""
     unclear = [a for a in intent.attempts if is_unclear(a)]
-    if not unclear or not stored:
-        return []
-    final = intent.final
-    if intent.key and final.status == 200 and not final.replayed:
-        return []  # the unclear attempts wrote nothing; the last one applied it
+    if not unclear or not stored or (intent.key and intent.final.status == 200 and not intent.final.replayed):
+        return []  # nothing unclear, nothing stored, or the last attempt applied it itself
     return unclear
 
 
 def outcome(it):
-    """What the intent's answers told its client: ledger.ACKED, REFUSED or UNCLEAR. A keyed
-    client's final 409 ("this key is being processed") tells nothing yet."""
+    """What the intent's answers told its client: ledger.ACKED, REFUSED or UNCLEAR."""
     final = it.final_status or 0
     if any(a.status == 200 for a in it.attempts):
         return ledger.ACKED
@@ -68,34 +47,42 @@ def label(attempt):
     return str(attempt.status) if attempt.status else (attempt.error or "error")
 
 
+def key_problems(it, rec, stored, statuses, after_row):
+    """What is wrong between a keyed intent, its idempotency_keys record and its rows."""
+    if rec is None:
+        return [(it.key, "no key recorded", statuses, len(stored))] if stored or it.final_status in DEFINITIVE else []
+    recorded, saldo = rec[2], rec[3]
+    out = []
+    if recorded == "applied" and len(stored) != 1:
+        out.append((it.key, "applied but %d rows" % len(stored)))
+    if recorded != "applied" and stored:
+        out.append((it.key, "%s but stored" % recorded))
+    if recorded == "applied" and stored and saldo != after_row[stored[0]]:
+        out.append((it.key, "recorded saldo %s != replay %s" % (saldo, after_row[stored[0]])))
+    return out
+
+
 def audit(path, workload, since_id=0, no_late=False):
-    checks = []
-
-    def check(name, ok, msg):
-        checks.append({"check": name, "ok": bool(ok), "message": msg})
-
     integ = integrity(path)
-    check("integrity", integ == "ok", "PRAGMA integrity_check: %s" % integ[:300])
+    checks = [finding("integrity", integ == "ok", "PRAGMA integrity_check: %s" % integ[:300])]
     snap = Snapshot(path)
     checks += snap.invariants()
     sent = [(request(it), outcome(it), [a.saldo for a in it.attempts if a.status == 200]) for it in workload.intents]
     matched, m = ledger.compare(snap, sent, since_id)
     # Rows of unclear requests are this audit's `late` check and numbers, not a finding.
     checks += [c for c in matched if c["check"] != "unanswered"]
-
-    unresolved, key_problems, late = [], [], []
+    unresolved, problems, late = [], [], []
     n = defaultdict(int)
     for it, (_, told, _) in zip(workload.intents, sent):
         stored = m["stored"].get(request(it), [])
+        statuses = [a.status for a in it.attempts]
         if late_commits(it, stored):
             late.append((it.descricao, [a.status or a.error for a in it.attempts]))
-        statuses = [a.status for a in it.attempts]
         kind = "keyed" if it.key else "plain"
         n[kind] += 1
         n["attempts"] += len(it.attempts)
-        for a in it.attempts:
-            if is_unclear(a):
-                n["unclear " + label(a)] += 1
+        for a in filter(is_unclear, it.attempts):
+            n["unclear " + label(a)] += 1
         if told == ledger.REFUSED:
             n[kind + " refused"] += 1
         elif told == ledger.ACKED:
@@ -103,7 +90,7 @@ def audit(path, workload, since_id=0, no_late=False):
             if it.final.replayed:
                 n["keyed replays"] += 1
                 if any(a.status != 200 for a in it.attempts[:-1]):
-                    n["keyed: the unclear answer had hidden a commit (found by the retry)"] += 1
+                    n[HIDDEN] += 1
                     n["committed although the first answer was " + label(it.attempts[0])] += 1
         elif it.key:
             unresolved.append((it.descricao, statuses))
@@ -112,39 +99,23 @@ def audit(path, workload, since_id=0, no_late=False):
             if stored:
                 n["plain unclear but committed"] += 1
                 n["committed although the first answer was " + label(it.final)] += 1
-        if it.key and len(it.attempts) > 1:
-            n["keyed retried"] += 1
         if it.key:
-            rec = snap.keys.get(it.key)
-            if rec is None:
-                if stored or it.final_status in DEFINITIVE:
-                    key_problems.append((it.key, "no key recorded", statuses, len(stored)))
-            else:
-                _, _, recorded, saldo = rec
-                if recorded == "applied" and len(stored) != 1:
-                    key_problems.append((it.key, "applied but %d rows" % len(stored)))
-                if recorded != "applied" and stored:
-                    key_problems.append((it.key, "%s but stored" % recorded))
-                if recorded == "applied" and stored and saldo != snap.after_row[stored[0]]:
-                    key_problems.append((it.key, "recorded saldo %s != replay %s" % (saldo, snap.after_row[stored[0]])))
-    check("keyed", not unresolved, "every keyed client got a definitive answer (%d retried)" % n["keyed retried"]
-          if not unresolved else "%d keyed transactions never got a definitive answer, e.g. %s"
-          % (len(unresolved), unresolved[:MAX_EXAMPLES]))
-    check("keys", not key_problems, "idempotency_keys agrees with the rows for all %d keyed transactions" % n["keyed"]
-          if not key_problems else "%d problems, e.g. %s" % (len(key_problems), key_problems[:MAX_EXAMPLES]))
-    bad_st = [(s.client, s.total, s.limite) for s in workload.statements
-              if s.status == 200 and (s.total is None or s.limite is None or s.total < -s.limite)]
-    check("statements", not bad_st, "%d statements, none below -limite" % sum(1 for s in workload.statements if s.status == 200)
-          if not bad_st else "%d statements below -limite: %s" % (len(bad_st), bad_st[:MAX_EXAMPLES]))
+            n["keyed retried"] += len(it.attempts) > 1
+            problems += key_problems(it, snap.keys.get(it.key), stored, statuses, snap.after_row)
+    checks.append(finding("keyed", not unresolved, "every keyed client got a definitive answer (%d retried)"
+                          % n["keyed retried"] if not unresolved else "%d keyed transactions never got a definitive "
+                          "answer, e.g. %s" % (len(unresolved), unresolved[:MAX_EXAMPLES])))
+    checks.append(finding("keys", not problems, "idempotency_keys agrees with the rows for all %d keyed transactions"
+                          % n["keyed"] if not problems else "%d problems, e.g. %s" % (len(problems), problems[:MAX_EXAMPLES])))
+    answered = [s for s in workload.statements if s.status == 200]
+    bad_st = [(s.client, s.total, s.limite) for s in answered if s.total is None or s.limite is None or s.total < -s.limite]
+    checks.append(finding("statements", not bad_st, "%d statements, none below -limite" % len(answered)
+                          if not bad_st else "%d statements below -limite: %s" % (len(bad_st), bad_st[:MAX_EXAMPLES])))
     if no_late:
-        check("late", not late, "no request answered 5xx or left unanswered was stored (%d such answers)"
-              % sum(n[k] for k in n if k.startswith("unclear ")) if not late
-              else "%d transactions answered 5xx or not at all were stored (late commits), e.g. %s"
-              % (len(late), late[:MAX_EXAMPLES]))
-    n["late commits (5xx or no answer, stored)"] = len(late)
-    n["rows this run"] = m["rows"]
-    n["rows total"] = len(snap.rows)
-    n["acked 200 missing (lost)"] = m["missing"]
-    n["stored twice"] = m["twice"]
-    return {"ok": all(c["ok"] for c in checks), "checks": checks, "numbers": dict(n),
-            "clientes": {c: {"limite": l, "saldo": s} for c, (l, s) in snap.clientes.items()}}
+        checks.append(finding("late", not late, "no request answered 5xx or left unanswered was stored (%d such answers)"
+                              % sum(v for k, v in n.items() if k.startswith("unclear ")) if not late
+                              else "%d transactions answered 5xx or not at all were stored (late commits), e.g. %s"
+                              % (len(late), late[:MAX_EXAMPLES])))
+    n.update({"late commits (5xx or no answer, stored)": len(late), "rows this run": m["rows"], "rows total": len(snap.rows),
+              "acked 200 missing (lost)": m["missing"], "stored twice": m["twice"]})
+    return {"checks": checks, "numbers": dict(n)}

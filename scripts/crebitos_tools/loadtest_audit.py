@@ -1,21 +1,7 @@
-#!/usr/bin/env python3
-"""The ledger audit after a load test: the database against what k6 recorded.
-
-Reads the database (read-only; safe while the stack runs) and the k6 record lines, and
-exits 1 if any check fails: clients, rows, balances and history (ledger.py), and the
-matching of ledger.compare, each k6 write one transaction:
-
-  count, acked   every transaction answered 200 is stored, and the rows are those;
-  extra      nothing is stored that was not answered 200: not twice, not a refused
-             one, not one that was never sent (a row whose request got no answer or a
-             5xx is reported as `unanswered`, not failed: the contest allows it to have
-             committed);
-  saldos     the balance each 200 returned equals the balance right after that row
-             in the replay (matched one by one through the random `descricao`).
-
-Rows are matched on (cliente_id, tipo, valor, descricao). Rows with id <= --since-id
-(the database before the run) are left out of the matching, and a client's replay
-starts from the balance those rows give.
+"""The ledger audit after a load test: the database (read-only; safe while the stack runs)
+against what k6 recorded, each k6 write one transaction matched on (cliente_id, tipo, valor,
+descricao): the invariants and the matching of ledger.py. Rows with id <= --since-id (the
+database before the run) are left out of the matching. Exit 1 if any check fails.
 
     cd scripts && python3 -m crebitos_tools.loadtest_audit --db ../data/rinha.db --records RUN/records.log
 """
@@ -32,30 +18,18 @@ from .score import read_records
 def sent_of(records):
     """ledger.compare's (request, outcome, saldos) for each k6 write record."""
     for r in records:
-        if not r.is_write or not isinstance(r.valor, int) or r.cliente not in LIMITS:
-            continue
-        request = (r.cliente, r.tipo, r.valor, r.descricao)
-        if r.status == 200:
-            yield request, ledger.ACKED, [r.saldo]
-        elif 400 <= r.status < 500:
-            yield request, ledger.REFUSED, []
-        else:
-            yield request, ledger.UNCLEAR, []
+        if r.is_write and isinstance(r.valor, int) and r.cliente in LIMITS:
+            told = ledger.ACKED if r.status == 200 else ledger.REFUSED if 400 <= r.status < 500 else ledger.UNCLEAR
+            yield (r.cliente, r.tipo, r.valor, r.descricao), told, [r.saldo] if r.status == 200 else []
 
 
 def audit(db_path, records, since_id=0):
     snap = Snapshot(db_path)
     matched, m = ledger.compare(snap, sent_of(records), since_id)
     findings = snap.invariants() + matched
-    return {
-        "ok": all(f["ok"] for f in findings),
-        "rows_total": len(snap.rows),
-        "rows_this_run": m["rows"],
-        "acked_200": m["acked"],
-        "since_id": since_id,
-        "clientes": {str(c): {"limite": l, "saldo": s} for c, (l, s) in snap.clientes.items()},
-        "findings": findings,
-    }
+    return {"ok": all(f["ok"] for f in findings), "rows_total": len(snap.rows), "rows_this_run": m["rows"],
+            "acked_200": m["acked"], "since_id": since_id, "findings": findings,
+            "clientes": {str(c): {"limite": l, "saldo": s} for c, (l, s) in snap.clientes.items()}}
 
 
 def format_report(res):
@@ -67,7 +41,7 @@ def main():
     ap.add_argument("--db", required=True)
     ap.add_argument("--records", required=True)
     ap.add_argument("--since-id", type=int, default=0)
-    ap.add_argument("--json")
+    ap.add_argument("--json", help="also write the result here")
     a = ap.parse_args()
     res = audit(a.db, read_records(a.records), a.since_id)
     if a.json:

@@ -1,15 +1,44 @@
-"""The fault tests' ledger audit (ledger_audit.audit): a clean run passes, and each check fails
-when its condition is broken. Stdlib only, no server: the database is built by hand with the
-server's tables, the workload's intents and statements by hand too."""
+"""The fault tests' ledger audit (ledger_audit.py) and the PostgreSQL reading of ledger.py: a
+clean run passes, and each check fails when its condition is broken. Stdlib only, no server:
+the database (with the server's tables), the workload's intents and psql's output are made
+by hand."""
 import os
 import sqlite3
 import tempfile
 import types
 import unittest
+from unittest import mock
 
-from crebitos_tools import ledger_audit
+from crebitos_tools import ledger, ledger_audit
 from crebitos_tools.clients import LIMITS
 from crebitos_tools.workload import Attempt, Intent, Statement
+
+
+def intent(n, client, valor, descricao, key, *answers):
+    """answers: (status, replayed) per attempt; status 0 is "no answer"."""
+    it = Intent(n, client, "c", valor, descricao, key, 0.0)
+    for status, replayed in answers:
+        a = Attempt(0.0)
+        a.status, a.replayed, a.saldo = status, replayed, valor if status == 200 else None
+        it.attempts.append(a)
+    return it
+
+
+class LateCommitTest(unittest.TestCase):
+    """late_commits: which attempts answered 5xx or not at all were nonetheless stored."""
+
+    def test_cases(self):
+        stored = [("row",)]
+        for key, answers, rows, late in [
+            (None, [(504, False)], stored, 1),  # a plain client told 504, but stored
+            (None, [(0, False)], stored, 1),  # a plain client without an answer, but stored
+            (None, [(503, False)], [], 0),  # told 503, and nothing stored
+            (None, [(200, False)], stored, 0),
+            ("k", [(503, False), (200, False)], stored, 0),  # the 503 wrote nothing: the 200 is no replay
+            ("k", [(504, False), (502, False), (200, True)], stored, 2),  # the replay shows a 5xx committed
+            ("k", [(504, False), (0, False)], stored, 2)]:  # never got an answer, but stored
+            with self.subTest(key=key, answers=answers, rows=rows):
+                self.assertEqual(len(ledger_audit.late_commits(intent(0, 1, 10, "abcdefghij", key, *answers), rows)), late)
 
 
 class FaultAuditTest(unittest.TestCase):
@@ -36,17 +65,11 @@ class FaultAuditTest(unittest.TestCase):
         self.wl.statements.append(st)
 
     def send(self, client, valor, descricao, key, *answers, stored=True):
-        it = Intent(len(self.wl.intents), client, "c", valor, descricao, key, 0.0)
-        for status, replayed in answers:
-            a = Attempt(0.0)
-            a.status, a.replayed, a.saldo = status, replayed, valor if status == 200 else None
-            it.attempts.append(a)
-        self.wl.intents.append(it)
+        self.wl.intents.append(intent(len(self.wl.intents), client, valor, descricao, key, *answers))
         if stored:
             self.store(client, valor, descricao)
             if key:
                 self.db.execute("INSERT INTO idempotency_keys VALUES (?, ?, '', 'applied', ?)", (key, client, valor))
-        return it
 
     def store(self, client, valor, descricao, tipo="c"):
         self.db.execute("INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em) VALUES (?,?,?,?,0)",
@@ -90,6 +113,36 @@ class FaultAuditTest(unittest.TestCase):
 
     def test_late_commit_fails_only_when_asked(self):
         self.assertEqual(self.failing(no_late=True), {"late"})
+
+
+def psql_result(*rows):
+    """One statement's result as psql -A -t -F FS -R RS prints it."""
+    return ledger.RS.join(ledger.FS.join(str(f) for f in row) for row in rows) + "\n"
+
+
+class PostgresSnapshotTest(unittest.TestCase):
+    def test_parse_splits_records_of_several_results_and_reads_null(self):
+        out = psql_result(("C", 1, 100000, -5), ("C", 2, 80000, 0)) + psql_result(("T", 1, 1, 5, "d", "a b|c", 17))
+        self.assertEqual(ledger.parse_psql(out), [["C", "1", "100000", "-5"], ["C", "2", "80000", "0"],
+                                                  ["T", "1", "1", "5", "d", "a b|c", "17"]])
+        self.assertEqual(ledger.parse_psql(psql_result(("K", "k", 1, "1 c 5 x", "applied", "\x01"))),
+                         [["K", "k", "1", "1 c 5 x", "applied", None]])
+
+    def test_snapshot_of_a_url_reads_the_three_tables_and_replays(self):
+        rows = [["C", str(cid), str(lim), "-5" if cid == 1 else "0"] for cid, lim in sorted(LIMITS.items())]
+        rows += [["T", "1", "1", "10", "d", "x", "1"], ["T", "2", "1", "5", "c", "y", "2"],
+                 ["K", "k1", "1", "1 d 10 x", "applied", "-10"]]
+        with mock.patch.object(ledger, "postgres_snapshot", return_value=rows):
+            snap = ledger.Snapshot("postgres://u:p@127.0.0.1:5432/rinha")
+        self.assertEqual((snap.clientes[1], snap.rows[0]), ((100000, -5), (1, 1, 10, "d", "x", 1)))
+        self.assertEqual(snap.keys["k1"], [1, "1 d 10 x", "applied", -10])
+        self.assertEqual(snap.after_row, {1: -10, 2: -5})
+        self.assertTrue(all(c["ok"] for c in snap.invariants()), snap.invariants())
+
+    def test_a_url_is_recognised_and_has_no_file_to_check(self):
+        self.assertTrue(ledger.is_postgres("postgresql://x@h/d"))
+        self.assertFalse(ledger.is_postgres("data/rinha.db"))
+        self.assertEqual(ledger.integrity("postgres://x@h/d"), "ok")
 
 
 if __name__ == "__main__":
