@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 from . import REPO
-from .stackctl import apt_install, die, log
+from .stackctl import die, need
 
 FAULT_TESTS = [
     ("hostile input through nginx and straight to an instance", ["badinput-test"]),
@@ -43,21 +43,15 @@ def install_prerequisites():
     """The Swift toolchain is not a Debian package and must be there already; GRDB builds
     against the system SQLite's headers; the PostgreSQL store's tests start a throwaway
     server from Debian's binaries (unless CREBITOS_TEST_POSTGRES_URL names one), and
-    apt_install keeps Debian's own cluster from starting."""
+    need() keeps Debian's own cluster from starting."""
     if not shutil.which("swift") and os.access("/opt/swift/usr/bin/swift", os.X_OK):
         os.environ["PATH"] = "/opt/swift/usr/bin:" + os.environ["PATH"]
     if not shutil.which("swift"):
         die("the Swift toolchain (6.1 or later) is not on PATH: see https://swift.org/install")
-    needs = []
-    if not os.path.exists("/usr/include/sqlite3.h"):
-        needs.append(("libsqlite3-dev", "SQLite's headers"))
-    if not os.environ.get("CREBITOS_TEST_POSTGRES_URL") and not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
-        needs.append(("postgresql", "PostgreSQL's server, for the tests (or set CREBITOS_TEST_POSTGRES_URL)"))
-    for pkg, what in needs:
-        if os.geteuid() != 0:
-            die("%s missing: install it with: sudo apt-get install -y %s" % (what, pkg))
-        log("installing %s" % pkg)
-        apt_install(pkg)
+    need("libsqlite3-dev", lambda: os.path.exists("/usr/include/sqlite3.h"), "SQLite's headers")
+    if not os.environ.get("CREBITOS_TEST_POSTGRES_URL"):
+        need("postgresql", lambda: glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+             "PostgreSQL's server, for the tests (or set CREBITOS_TEST_POSTGRES_URL)")
 
 
 def main(argv):
