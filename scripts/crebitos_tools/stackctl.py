@@ -1,17 +1,9 @@
-"""The native stack's controller (docs/STACK.md): api01, api02 (--instances N for more) on one SQLite
-file or a local PostgreSQL server, behind Debian's nginx, each in a cgroup with docker-compose.yml's limits.
-
-    python3 -m crebitos_tools.stackctl up|down|status [options]       (scripts/stack-up, stack-down, stack-status)
-    python3 -m crebitos_tools.stackctl postgres start|stop|status|psql DIR ...   (scripts/postgres-server)
-    python3 -m crebitos_tools.stackctl instance STATE start SERVICE [SECONDS]  |  supervise STATE
-
-On disk (what the other tools read): STATE/stack.env (KEY=value, shell-quoted); STATE/pids/SVC.pid,
-"PID STARTTIME" (field 22 of /proc/PID/stat tells our process from one that reused its pid, so nothing
-here signals a process it did not start); STATE/logs/SVC.log, nginx/nginx.conf, nginx/nginx.pid, run/SVC.sock.
-Also for the other tools: Stack (a test's own stack) and the kernel's counters of a stack (find_groups ...).
-Standard library only: it runs before the .venv exists. Processes join their cgroup in a preexec_fn, only
-safe without threads: every command runs single-threaded, and the tests run it as a subprocess.
-"""
+"""The native stack's controller: stack-up, stack-down, stack-status, postgres-server, the
+supervisor and `instance start` (docs/STACK.md describes the stack, its options and its files).
+Also for the other tools: Stack (a test's own stack) and the kernel's counters of a stack.
+A pid file holds "PID STARTTIME" (field 22 of /proc/PID/stat), so nothing here signals a process
+it did not start. Standard library only: it runs before the .venv exists. Processes join their
+cgroup in a preexec_fn, only safe without threads: every command runs single-threaded."""
 import argparse
 import asyncio
 import os
@@ -76,8 +68,8 @@ def is_zombie(pid):
         tids = os.listdir("/proc/%d/task" % pid)
     except OSError:
         return True
-    return all((read_text("/proc/%d/task/%s/stat" % (pid, t)) or ") Z").rsplit(")", 1)[1].split()[:1] in ([], ["Z"])
-               for t in tids)
+    stats = (read_text("/proc/%d/task/%s/stat" % (pid, t)) or ") Z" for t in tids)
+    return all(stat.rsplit(")", 1)[1].split()[:1] in ([], ["Z"]) for stat in stats)
 
 def pid_running(pid, starttime=None):
     now = proc_starttime(pid)
@@ -104,6 +96,12 @@ def pids(state):
     found = {f[:-4]: pidfile_alive(os.path.join(d, f)) for f in sorted(os.listdir(d)) if f.endswith(".pid")}
     return {svc: pid for svc, pid in found.items() if pid}
 
+def kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:  # it exited meanwhile
+        pass
+
 def wait_gone(seconds, pid, starttime=None, step=0.1):
     deadline = time.monotonic() + seconds
     while pid_running(pid, starttime):
@@ -113,7 +111,8 @@ def wait_gone(seconds, pid, starttime=None, step=0.1):
     return True
 
 def children(pid):
-    return [int(d) for d in os.listdir("/proc") if d.isdigit() and (_stat_fields(int(d)) or [0, 0])[1] == str(pid)]
+    return [int(d) for d in os.listdir("/proc")
+            if d.isdigit() and (_stat_fields(int(d)) or [0, 0])[1] == str(pid)]
 
 def proc_status(pid):
     """/proc/PID/status as {key: first word of the value} ({} once the process is gone)."""
@@ -149,26 +148,23 @@ def http_get(address, path, timeout=2):
     host, _, port = address.rpartition(":")
     unix = address[len("unix:"):] if address.startswith("unix:") else None
     try:
-        r = asyncio.run(httpc.exchange(httpc.build("GET", path), host, 80 if unix else int(port), unix, timeout))
+        request = httpc.build("GET", path)
+        r = asyncio.run(httpc.exchange(request, host, 80 if unix else int(port), unix, timeout))
         return r.status, r.body.decode("utf-8", "replace")
     except (httpc.HTTPError, OSError, ValueError) as e:
         return None, str(e) or type(e).__name__
 
-def need(pkg, found, what, out=None):
-    """found()'s answer; if none, install pkg from Debian as root, else say what to install. policy-rc.d
-    answering 101 keeps the package's own service from starting (a system nginx on port 80, a cluster on
-    5432); the package lists are refreshed only if installing fails."""
-    if found():
-        return found()
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        die("%s is missing: install it with: sudo apt-get install -y %s" % (what, pkg))
-    log("installing %s (for %s)" % (pkg, what), out)
+def apt_install(pkg):
+    """Install pkg from Debian (as root). policy-rc.d answering 101 keeps the package's own service
+    from starting (a system nginx on port 80, a cluster on 5432); the package lists are refreshed
+    only if installing fails."""
     policy = "/usr/sbin/policy-rc.d"
     created = not os.path.exists(policy)
     if created:
         write(policy, "#!/bin/sh\nexit 101\n")
         os.chmod(policy, 0o755)
-    cmd, env = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", pkg], dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", pkg]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
         if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
             subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
@@ -177,6 +173,14 @@ def need(pkg, found, what, out=None):
     finally:
         if created:
             os.remove(policy)
+
+def need(pkg, found, what, out=None):
+    """found()'s answer; if none, install pkg as root, else say what to install."""
+    if not found():
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            die("%s is missing: install it with: sudo apt-get install -y %s" % (what, pkg))
+        log("installing %s (for %s)" % (pkg, what), out)
+        apt_install(pkg)
     return found() or die("installed %s but %s is still missing" % (pkg, what))
 
 # --- limits: the compose file is the single source ---------------------------------------------
@@ -257,7 +261,9 @@ class Cgroups:
 
     def dirs(self, group):
         """{controller: directory} of group ({"v2": dir} under v2)."""
-        return {"v2": self.dir("cpu", group)} if self.version == "v2" else {c: self.dir(c, group) for c in CONTROLLERS}
+        if self.version == "v2":
+            return {"v2": self.dir("cpu", group)}
+        return {c: self.dir(c, group) for c in CONTROLLERS}
 
     def env(self, parent):
         """stack.env's record: CG_BASE_* where the groups are made, CGROUP_* the parent."""
@@ -279,15 +285,14 @@ class Cgroups:
             # memsw: no swap beyond the limit either (where the kernel accounts swap), as docker.
             files = {"cpu.cfs_period_us": PERIOD_US, "cpu.cfs_quota_us": quota, "memory.limit_in_bytes": nbytes,
                      "memory.memsw.limit_in_bytes?": nbytes}
-        for name, value in files.items():
-            write(os.path.join(self.dir(name.split(".")[0], group), name.rstrip("?")), str(value), name.endswith("?"))
+        for name, value in files.items():  # NAME? is written where the kernel has that file
+            path = os.path.join(self.dir(name.split(".")[0], group), name.rstrip("?"))
+            write(path, str(value), optional=name.endswith("?"))
 
     def joiner(self, group):
         """What spawn() runs in the child to start it inside group (its children inherit it)."""
-        return lambda: [write(os.path.join(d, "cgroup.procs"), str(os.getpid())) for d in set(self.dirs(group).values())]
-
-    def procs(self, group):
-        return cgroup_pids(self.dir("memory", group))
+        dirs = set(self.dirs(group).values())
+        return lambda: [write(os.path.join(d, "cgroup.procs"), str(os.getpid())) for d in dirs]
 
     def remove(self, parent):
         """Remove the stack's groups once they are empty, children first."""
@@ -301,57 +306,60 @@ class Cgroups:
     def report(self, env, missing):
         """One line per group of the stack: what the kernel measured."""
         parent = env.get("STACK_CGROUP", "crebitos")
-        services = (["postgres"] if env.get("STACK_STORE") == "postgres" else []) + ["nginx"] + env["INSTANCES"].split()
+        services = ["postgres"] if env.get("STACK_STORE") == "postgres" else []
+        services += ["nginx"] + env["INSTANCES"].split()
         for g in [parent] + ["%s/%s" % (parent, s) for s in services]:
             dirs = self.dirs(g)
             if not all(os.path.isdir(d) for d in dirs.values()):
                 yield "  %s: %s" % (g, missing)
                 continue
             s = group_counters(dirs)
-            limit = s.get("mem_limit")
+            limit = "%.0f" % (s["mem_limit"] / MIB) if s["mem_limit"] else "none"
             yield ("  %-20s cpu %8.2fs  throttled %6d times (%7.2fs)  memory %6.1fMB  peak %6.1fMB  limit %sMB"
-                   % (g, s.get("cpu_ns", 0) / 1e9, s.get("nr_throttled", 0), s.get("throttled_ns", 0) / 1e9,
-                      (s.get("mem_now") or 0) / MIB, (s.get("mem_peak") or 0) / MIB, "%.0f" % (limit / MIB) if limit else "none"))
+                   % (g, s["cpu_ns"] / 1e9, s["nr_throttled"], s["throttled_ns"] / 1e9,
+                      (s["mem_now"] or 0) / MIB, (s["mem_peak"] or 0) / MIB, limit))
 
 def cgroup_pids(directory):
     """Every pid in the group at directory and in the groups below it."""
     return sorted({int(p) for root, _, files in os.walk(directory) if "cgroup.procs" in files
                    for p in (read_text(os.path.join(root, "cgroup.procs")) or "").split()})
 
-def _counters(path):
-    pairs = (line.split() for line in (read_text(path) or "").splitlines())
-    return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
-
-def _int_file(path):
-    value = read_text(path)
-    return int(value) if value and value.isdigit() else None
+# What group_counters reads, per cgroup version: counter -> (file, key in it or None for the
+# whole file, scale to the counter's unit). v1 keeps each file in its controller's hierarchy
+# (the file name's first word); cpuacct.stat counts USER_HZ ticks.
+COUNTER_FILES = {
+    "v2": {"cpu_ns": ("cpu.stat", "usage_usec", 1000), "user_s": ("cpu.stat", "user_usec", 1e-6),
+           "system_s": ("cpu.stat", "system_usec", 1e-6), "throttled_ns": ("cpu.stat", "throttled_usec", 1000),
+           "nr_periods": ("cpu.stat", "nr_periods", 1), "nr_throttled": ("cpu.stat", "nr_throttled", 1),
+           "mem_now": ("memory.current", None, 1), "mem_peak": ("memory.peak", None, 1),
+           "mem_limit": ("memory.max", None, 1)},
+    "v1": {"cpu_ns": ("cpuacct.usage", None, 1), "user_s": ("cpuacct.stat", "user", 1 / CLK_TCK),
+           "system_s": ("cpuacct.stat", "system", 1 / CLK_TCK),
+           "throttled_ns": ("cpu.stat", "throttled_time", 1),
+           "nr_periods": ("cpu.stat", "nr_periods", 1), "nr_throttled": ("cpu.stat", "nr_throttled", 1),
+           "mem_now": ("memory.usage_in_bytes", None, 1), "mem_peak": ("memory.max_usage_in_bytes", None, 1),
+           "mem_limit": ("memory.limit_in_bytes", None, 1)},
+}
 
 def group_counters(dirs):
-    """What the kernel counted for one group ({controller: dir}, or {"v2": dir}): CPU (cpu_ns,
-    user_s, system_s), throttling (nr_periods, nr_throttled, throttled_ns, quota_cpus), memory
-    in bytes (mem_now, mem_peak, mem_limit)."""
-    if "v2" in dirs:
-        f = lambda name: os.path.join(dirs["v2"], name)  # noqa: E731
-        st = _counters(f("cpu.stat"))
-        s = dict(cpu_ns=st.get("usage_usec", 0) * 1000, user_s=st.get("user_usec", 0) / 1e6,
-                 system_s=st.get("system_usec", 0) / 1e6, throttled_ns=st.get("throttled_usec", 0) * 1000,
-                 mem_peak=_int_file(f("memory.peak")), mem_now=_int_file(f("memory.current")),
-                 mem_limit=_int_file(f("memory.max")))
-        quota = (read_text(f("cpu.max")) or "max").split()
-        if quota[0] != "max":
-            s["quota_cpus"] = int(quota[0]) / int(quota[1])
-    else:
-        f = lambda c, name: os.path.join(dirs[c], name)  # noqa: E731
-        st, ticks = _counters(f("cpu", "cpu.stat")), _counters(f("cpuacct", "cpuacct.stat"))  # USER_HZ ticks
-        s = dict(cpu_ns=_int_file(f("cpuacct", "cpuacct.usage")) or 0, user_s=ticks.get("user", 0) / CLK_TCK,
-                 system_s=ticks.get("system", 0) / CLK_TCK, throttled_ns=st.get("throttled_time", 0),
-                 mem_peak=_int_file(f("memory", "memory.max_usage_in_bytes")),
-                 mem_now=_int_file(f("memory", "memory.usage_in_bytes")),
-                 mem_limit=_int_file(f("memory", "memory.limit_in_bytes")))
-        quota, period = read_text(f("cpu", "cpu.cfs_quota_us")), _int_file(f("cpu", "cpu.cfs_period_us"))
-        if quota and quota.isdigit() and period:
-            s["quota_cpus"] = int(quota) / period
-    s.update(nr_periods=st.get("nr_periods", 0), nr_throttled=st.get("nr_throttled", 0))
+    """What the kernel counted for one group ({controller: dir}, or {"v2": dir}): the counters of
+    COUNTER_FILES (memory in bytes: None where the kernel has no such file or no limit), and
+    quota_cpus where the group has a CPU quota."""
+    version = "v2" if "v2" in dirs else "v1"
+    def read(name):
+        return (read_text(os.path.join(dirs.get("v2") or dirs[name.split(".")[0]], name)) or "").split()
+    s = {}
+    for counter, (name, key, scale) in COUNTER_FILES[version].items():
+        words = read(name)
+        value = dict(zip(words[0::2], words[1::2])).get(key) if key else (words or [None])[0]
+        if value is not None and value.isdigit():
+            s[counter] = int(value) * scale
+        else:
+            s[counter] = None if counter.startswith("mem_") else 0
+    words = read("cpu.max") if version == "v2" else read("cpu.cfs_quota_us") + read("cpu.cfs_period_us")
+    quota, period = (words + ["", ""])[:2]  # v2 "max 100000", v1 "-1": no quota
+    if quota.isdigit() and period.isdigit():
+        s["quota_cpus"] = int(quota) / int(period)
     return s
 
 # --- what the kernel measured during a load test (scripts/loadtest) ---------------------------
@@ -397,11 +405,12 @@ def processes(groups):
         for pid in group:
             kv = proc_status(pid)
             cmd = (read_text("/proc/%d/cmdline" % pid, "") or "").replace("\0", " ").strip()
-            label = name if len(group) < 2 else "%s(%s)" % (
-                name, cmd.split(":", 1)[1].strip().split()[0] if cmd.startswith("nginx:") else kv.get("Name", "?"))
-            out.append({"name": label, "pid": pid, "comm": kv.get("Name"),
-                        "peak_rss_mb": round(int(kv.get("VmHWM") or 0) / 1024.0, 1),
-                        "rss_mb": round(int(kv.get("VmRSS") or 0) / 1024.0, 1), "threads": int(kv.get("Threads") or 0)})
+            # nginx's processes are told apart by their titles: "nginx: master process ...", "nginx: worker ..."
+            role = cmd.split(":", 1)[1].strip().split()[0] if cmd.startswith("nginx:") else kv.get("Name", "?")
+            out.append({"name": name if len(group) < 2 else "%s(%s)" % (name, role), "pid": pid,
+                        "comm": kv.get("Name"), "peak_rss_mb": round(int(kv.get("VmHWM") or 0) / 1024.0, 1),
+                        "rss_mb": round(int(kv.get("VmRSS") or 0) / 1024.0, 1),
+                        "threads": int(kv.get("Threads") or 0)})
     return out
 
 def cpu_delta(before, after, requests, wall_s):
@@ -423,14 +432,16 @@ def cpu_delta(before, after, requests, wall_s):
     return {"stack_cpu_s": parent["cpu_s"],
             "stack_cpu_us_per_request": round(1e6 * parent["cpu_s"] / requests, 1) if requests else None,
             "quota_cpus": quota,
-            "stack_quota_used_pct": round(100.0 * parent["cpu_s"] / (quota * wall_s), 1) if quota and wall_s else None,
+            "stack_quota_used_pct": (round(100.0 * parent["cpu_s"] / (quota * wall_s), 1)
+                                     if quota and wall_s else None),
             "nr_periods": parent["nr_periods"],
             "nr_throttled": parent["nr_throttled"] + sum(g["nr_throttled"] for g in groups.values()),
             "throttled_s": round(parent["throttled_s"] + sum(g["throttled_s"] for g in groups.values()), 3),
             "parent": parent, "groups": groups}
 
-TCP_COUNTERS = {"ActiveOpens": "active_opens", "PassiveOpens": "passive_opens", "AttemptFails": "attempt_fails",
-                "RetransSegs": "retrans_segs", "ListenOverflows": "listen_overflows", "ListenDrops": "listen_drops"}
+TCP_COUNTERS = {"ActiveOpens": "active_opens", "PassiveOpens": "passive_opens",
+                "AttemptFails": "attempt_fails", "RetransSegs": "retrans_segs",
+                "ListenOverflows": "listen_overflows", "ListenDrops": "listen_drops"}
 
 def tcp_counters():
     """Kernel TCP counters: connections opened (active/passive) and listen queue overflows."""
@@ -452,24 +463,21 @@ def machine_cpu_irq():
 
 # --- the binary and nginx's configuration -------------------------------------------------------
 
-def release_binary(build=True, say=log, build_log=None):
-    """Where `swift build -c release` puts the server, after running it if build."""
+def build_binary(no_build=False, log=log, build_log=None):
+    """Where `swift build -c release` puts the server, after running it unless no_build."""
     if not shutil.which("swift"):
         die("the Swift toolchain is needed to build (or pass --bin PATH)")
-    if build:
-        say("building: swift build -c release" + (" (log: %s)" % build_log if build_log else ""))
+    if not no_build:
+        log("building: swift build -c release" + (" (log: %s)" % build_log if build_log else ""))
         r = subprocess.run(["swift", "build", "-c", "release"], cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
         if build_log:
             write(build_log, r.stdout)
         if r.returncode != 0:
-            log("\n".join(r.stdout.splitlines()[-40:]))
+            print("\n".join(r.stdout.splitlines()[-40:]), file=sys.stderr)
             die("release build failed" + (" (full log: %s)" % build_log if build_log else ""))
     return os.path.join(subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=REPO,
                                        capture_output=True, text=True).stdout.strip(), "crebitos")
-
-def build_binary(no_build=False, log=print):
-    return release_binary(not no_build, log)
 
 def copy_binary(src, dst):
     """Copies the server binary whole: the shared .build may be relinked by another build at
@@ -505,12 +513,14 @@ def render_nginx_conf(src, dst, port, tmp, upstreams):
     os.makedirs(tmp, exist_ok=True)
     # One temp path per module this nginx was built with; each must be writable at start-up.
     built = subprocess.run(["nginx", "-V"], capture_output=True, text=True).stderr
-    temps = "".join("    %s_temp_path %s/%s;\n" % (m, tmp, m) for m in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temps = "".join("    %s_temp_path %s/%s;\n" % (m, tmp, m)
+                    for m in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
                     if "--http-%s-temp-path" % m.replace("_", "-") in built)
-    text = api01.sub(lambda m: "\n".join("%sserver %s%s;" % (m.group(1), up, m.group(2)) for up in upstreams), text)
+    text = api01.sub(lambda m: "\n".join("%sserver %s%s;" % (m.group(1), up, m.group(2)) for up in upstreams),
+                     text)
     text = listen.sub(lambda m: "%slisten 127.0.0.1:%d" % (m.group(1), port), api02.sub("", text))
-    text = re.sub(r"^http \{\n", lambda m: "http {\n    # scripts/stack-up: temp files in the state dir\n" + temps,
-                  text, count=1, flags=re.M)
+    temps = "    # scripts/stack-up: temp files in the state dir\n" + temps
+    text = re.sub(r"^http \{\n", lambda m: "http {\n" + temps, text, count=1, flags=re.M)
     write(dst, "# GENERATED by scripts/stack-up from %s: edit that file, not this one.\n" % src
           + ("user root;\n" if os.geteuid() == 0 else "") + text)
 
@@ -546,12 +556,13 @@ class Postgres:
         return "postgres://%s:%s@127.0.0.1:%s/%s" % (self.ROLE, self.PASSWORD, self.port(), self.DB)
 
     def running(self):
-        return bool(self.bin) and os.path.exists(os.path.join(self.data, "postmaster.pid")) and self.tool(
-            "pg_ctl", "-D", self.data, "status", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        return (bool(self.bin) and os.path.exists(os.path.join(self.data, "postmaster.pid"))
+                and self.tool("pg_ctl", "-D", self.data, "status", stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0)
 
     def admin_sql(self, sql):
-        r = self.tool("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.dir, "-p", self.port(), "-U", "postgres",
-                      "-d", "postgres", "-Atc", sql, capture_output=True, text=True)
+        r = self.tool("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.dir, "-p", self.port(),
+                      "-U", "postgres", "-d", "postgres", "-Atc", sql, capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else die("psql: %s" % r.stderr.strip())
 
     def start(self, port=None, settings="", enter=None):
@@ -574,7 +585,8 @@ class Postgres:
             initdb_log = os.path.join(self.dir, "initdb.log")
             with open(initdb_log, "w") as fh:
                 if self.tool("initdb", "-D", self.data, "-U", "postgres", "--encoding=UTF8", "--locale=C",
-                             "--auth-local=trust", "--auth-host=scram-sha-256", stdout=fh, stderr=fh).returncode:
+                             "--auth-local=trust", "--auth-host=scram-sha-256",
+                             stdout=fh, stderr=fh).returncode:
                     log(read_text(initdb_log), self.out)
                     die("initdb failed")
         last = self.port()
@@ -591,8 +603,9 @@ class Postgres:
                      stdout=self.out, stderr=self.out, preexec_fn=enter).returncode != 0:
             log("\n".join((read_text(server_log) or "").splitlines()[-20:]), self.out)
             die("PostgreSQL did not start")
-        for what, table, column, create in (("role", "pg_roles", "rolname", "ROLE %s LOGIN PASSWORD '%s'" % (self.ROLE, self.PASSWORD)),
-                                            ("database", "pg_database", "datname", "DATABASE %s OWNER %s" % (self.DB, self.ROLE))):
+        for what, table, column, create in (
+                ("role", "pg_roles", "rolname", "ROLE %s LOGIN PASSWORD '%s'" % (self.ROLE, self.PASSWORD)),
+                ("database", "pg_database", "datname", "DATABASE %s OWNER %s" % (self.DB, self.ROLE))):
             if self.admin_sql("SELECT 1 FROM %s WHERE %s = 'rinha'" % (table, column)) != "1":
                 log("creating the %s rinha" % what, self.out)
                 self.admin_sql("CREATE " + create)
@@ -609,13 +622,9 @@ class Postgres:
                          stdout=self.out, stderr=self.out).returncode == 0
 
 def postgres_main(argv):
-    ap = argparse.ArgumentParser(prog="scripts/postgres-server", formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 description=Postgres.__doc__ + """
-  start DIR [PORT]  initdb if needed, start, create role and database rinha; the LAST stdout
-                    line is the URL for CREBITOS_DATABASE (postgres://rinha:rinha@127.0.0.1:PORT/rinha)
-  stop DIR          fast shutdown;  status DIR: print the URL, or exit 3 if not running
-  psql DIR [ARGS]   psql on the database rinha as the role rinha
-As root, installs postgresql when missing. POSTGRES_SERVER_SETTINGS: more `-c name=value`.""")
+    ap = argparse.ArgumentParser(prog="scripts/postgres-server", description=Postgres.__doc__ + " start: "
+                                 "prints its URL last; status: the URL, or exit 3. POSTGRES_SERVER_SETTINGS: more "
+                                 "`-c name=value`. See docs/STACK.md.")
     ap.add_argument("command", choices=["start", "stop", "status", "psql"])
     ap.add_argument("dir")
     ap.add_argument("args", nargs=argparse.REMAINDER, help="start: PORT; psql: psql's arguments")
@@ -640,20 +649,20 @@ As root, installs postgresql when missing. POSTGRES_SERVER_SETTINGS: more `-c na
 
 def stack_env(state):
     """STATE/stack.env as {KEY: value}, or {}."""
-    out = {}
-    for key, sep, value in (line.partition("=") for line in (read_text(os.path.join(state, "stack.env"), "") or "").splitlines()):
-        if sep:
-            try:
-                out[key] = (shlex.split(value) or [""])[0]
-            except ValueError:
-                out[key] = value
-    return out
+    lines = (read_text(os.path.join(state, "stack.env")) or "").splitlines()
+    pairs = (line.partition("=") for line in lines)
+    return {key: (shlex.split(value) or [""])[0] for key, sep, value in pairs if sep}
 
 def write_stack_env(state, env):
-    write(os.path.join(state, "stack.env"), "".join("%s=%s\n" % (k, shlex.quote(str(v))) for k, v in env.items()))
+    text = "".join("%s=%s\n" % (k, shlex.quote(str(v))) for k, v in env.items())
+    write(os.path.join(state, "stack.env"), text)
 
 def pidfile(state, svc):
     return os.path.join(state, "pids", svc + ".pid")
+
+def running(state, svc):
+    """svc's pid if the process its pid file records still runs, else None."""
+    return pidfile_alive(pidfile(state, svc))
 
 def launch_instance(state, env, svc, why=None):
     """Start one API instance detached, in its cgroup, with docker-compose.yml's environment, and
@@ -663,10 +672,12 @@ def launch_instance(state, env, svc, why=None):
         with open(logfile, "a") as fh:
             fh.write("--- %s %s\n" % (utc_now(), why))
     cg = Cgroups.of_stack(env)
-    proc = spawn([env["CREBITOS_BIN"]], logfile, cg.joiner("%s/%s" % (env["STACK_CGROUP"], svc)) if cg else None,
-                 dict(os.environ, CREBITOS_DATABASE=env["CREBITOS_DATABASE"], CREBITOS_LISTEN=env[svc.upper() + "_LISTEN"],
-                      CREBITOS_INSTANCE=svc, CREBITOS_SYNCHRONOUS=env["CREBITOS_SYNCHRONOUS"],
-                      CREBITOS_LOG_LEVEL=env.get("CREBITOS_LOG_LEVEL", "info")))
+    server_env = dict(os.environ, CREBITOS_DATABASE=env["CREBITOS_DATABASE"], CREBITOS_INSTANCE=svc,
+                      CREBITOS_LISTEN=env[svc.upper() + "_LISTEN"],
+                      CREBITOS_SYNCHRONOUS=env["CREBITOS_SYNCHRONOUS"],
+                      CREBITOS_LOG_LEVEL=env.get("CREBITOS_LOG_LEVEL", "info"))
+    enter = cg.joiner("%s/%s" % (env["STACK_CGROUP"], svc)) if cg else None
+    proc = spawn([env["CREBITOS_BIN"]], logfile, enter, server_env)
     if not write_pidfile(pidfile(state, svc), proc.pid):
         die("%s exited at once: see %s" % (svc, logfile))
     return proc.pid
@@ -676,10 +687,10 @@ def instance_health(env, svc, timeout=2):
     status, body = http_get(env[svc.upper() + "_LISTEN"], "/health", timeout)
     return status == 200, body.strip() if status == 200 else "HTTP %s %s" % (status, body.strip())
 
-def start_postgres(state, env, logfile, mode, hint):
+def start_postgres(state, env, mode, hint):
     """The PostgreSQL server of a --store postgres stack, in its cgroup, with its settings."""
     cg = Cgroups.of_stack(env)
-    with open(logfile, mode) as out:
+    with open(os.path.join(state, "logs", "postgres.log"), mode) as out:
         try:
             return Postgres(os.path.join(state, "postgres"), out).start(
                 settings=env.get("POSTGRES_SERVER_SETTINGS", ""),
@@ -691,7 +702,7 @@ def start_postgres(state, env, logfile, mode, hint):
 # --- up ---------------------------------------------------------------------------------------
 
 # flag, environment variable, default, type (a list: the choices; a string: a switch that this
-# value of the variable turns on), help. docs/STACK.md explains them.
+# value of the variable turns on), help. docs/STACK.md's table explains them.
 UP_OPTIONS = [
     ("--port", "STACK_PORT", "9999", int, "nginx's port on 127.0.0.1"),
     ("--transport", "STACK_TRANSPORT", "uds", ["uds", "tcp"], "how nginx reaches the instances"),
@@ -705,24 +716,25 @@ UP_OPTIONS = [
     ("--bin", "CREBITOS_BIN", None, str, "run this binary, skip the build"),
     ("--no-build", "STACK_BUILD", None, "0", "run the last release build as it is"),
     ("--ready-timeout", "STACK_READY_TIMEOUT", "40", float, "give up after this many seconds"),
-    ("--fresh", "STACK_FRESH", None, "1", "drop the database first (-wal, -shm, lock files; postgres: its cluster)"),
+    ("--fresh", "STACK_FRESH", None, "1", "drop the database first (postgres: its cluster)"),
     ("--instances", "STACK_INSTANCES", "2", int, "API instances, 1 to 99, sharing the two x-api limits"),
-    ("--restart", "STACK_RESTART", "unless-stopped", ["unless-stopped", "no"], "restart an instance that exits"),
-    ("--nginx-conf", "STACK_NGINX_CONF", "nginx.conf", str, "nginx's configuration, rendered for the native stack"),
-    ("--store", "STACK_STORE", "sqlite", ["sqlite", "postgres"], "the ledger's store (postgres: in STATE_DIR/postgres)"),
+    ("--restart", "STACK_RESTART", "unless-stopped", ["unless-stopped", "no"], "restart an exited instance"),
+    ("--nginx-conf", "STACK_NGINX_CONF", "nginx.conf", str, "nginx's configuration, rendered for this stack"),
+    ("--store", "STACK_STORE", "sqlite", ["sqlite", "postgres"], "postgres: a server in STATE_DIR/postgres"),
 ]
 
 def up_parser():
-    ap = argparse.ArgumentParser(prog="scripts/stack-up", description="Start the native stack and wait until GET "
-                                 "/clientes/1/extrato answers through nginx (docs/STACK.md). Each option is also the "
-                                 "[environment variable]; relative paths are the repository root's.")
+    ap = argparse.ArgumentParser(prog="scripts/stack-up", description="Start the native stack and wait until "
+                                 "GET /clientes/1/extrato answers through nginx (docs/STACK.md). Each option is "
+                                 "also the [environment variable]; relative paths are the repository root's.")
     for flag, var, default, kind, text in UP_OPTIONS:
         if isinstance(kind, str):
             ap.add_argument(flag, action="store_true", default=os.environ.get(var) == kind,
                             help="[%s=%s] %s" % (var, kind, text))
         else:
-            ap.add_argument(flag, default=os.environ.get(var) or default, type=None if isinstance(kind, list) else kind,
-                            choices=kind if isinstance(kind, list) else None,
+            choices = kind if isinstance(kind, list) else None
+            ap.add_argument(flag, default=os.environ.get(var) or default, type=None if choices else kind,
+                            choices=choices,
                             help="[%s] %s" % (var, text) + (" (%(default)s)" if default else ""))
     return ap
 
@@ -733,42 +745,9 @@ def down_hint(state):
 # instances of CREBITOS_POSTGRES_CONNECTIONS=6, plus psql).
 PG_SETTINGS = "-c shared_buffers=64MB -c max_connections=30 -c work_mem=2MB -c max_wal_size=256MB"
 
-def up(argv):
-    a = up_parser().parse_args(argv)
-    if not 1 <= a.instances <= 99:
-        die("--instances must be a number from 1 to 99")
-    instances = ["api%02d" % i for i in range(1, a.instances + 1)]
-    limited, compose = ["nginx"], os.environ.get("COMPOSE_LIMITS_FILE") or os.path.join(REPO, "docker-compose.yml")
-    if a.store == "postgres":
-        compose, limited = os.path.join(REPO, "docker-compose.postgres.yml"), ["postgres", "nginx"]
-    state, nginx_conf, database = abspath(a.state_dir), abspath(a.nginx_conf), abspath(a.database)
-    if not os.path.isfile(nginx_conf):
-        die("no nginx configuration at %s" % nginx_conf)
-    for d in ("pids", "logs", "run", "nginx"):
-        os.makedirs(os.path.join(state, d), exist_ok=True)
-    if a.store == "sqlite":
-        os.makedirs(os.path.dirname(database), exist_ok=True)
-    # One stack per state dir: refuse to start over a running one (its pid files would be lost).
-    for svc, pid in ((svc, pidfile_alive(pidfile(state, svc))) for svc in ["supervisor", "nginx"] + instances):
-        if pid:
-            die("%s is already running from %s (pid %d): run %s first" % (svc, state, pid, down_hint(state)))
-    if port_in_use(a.port):
-        die("port %d on 127.0.0.1 is already in use" % a.port)
-    if a.fresh and a.store == "postgres":
-        shutil.rmtree(os.path.join(state, "postgres"), ignore_errors=True)
-        log("--fresh: dropped the PostgreSQL cluster in %s/postgres" % state)
-    elif a.fresh:
-        for path in [database + x for x in ("", "-wal", "-shm", "-journal", ".lock") if os.path.exists(database + x)]:
-            os.remove(path)
-        log("--fresh: dropped %s (and its -wal, -shm and lock files)" % database)
-    for cmd in ("nginx", "curl"):  # curl: not for this script, the health commands it prints use it
-        need(cmd, lambda: shutil.which(cmd), "'%s'" % cmd)
-    binary = abspath(a.bin) if a.bin else release_binary(not a.no_build, build_log=os.path.join(state, "logs", "build.log"))
-    if not os.access(binary, os.X_OK):
-        die("no server binary at %s" % binary)
-
-    # The sockets live in the state dir (in compose: on the volume nginx and the instances
-    # share); a Unix socket path must fit in 108 bytes (sun_path).
+def listen_addresses(a, state, instances):
+    """{instance: address}. The sockets live in the state dir (in compose: on the volume nginx and
+    the instances share); a Unix socket path must fit in 108 bytes (sun_path)."""
     listen, ports = {}, a.api_ports.split(",")
     for i, svc in enumerate(instances):
         if a.transport == "uds":
@@ -780,6 +759,103 @@ def up(argv):
             if port_in_use(port):
                 die("port %d on 127.0.0.1 is already in use" % port)
             listen[svc] = "127.0.0.1:%d" % port
+    return listen
+
+def create_cgroups(cg, parent, compose, services, instances):
+    """The stack's groups with the compose file's limits; {service: (cpus, bytes)}. With
+    --instances N each instance gets 2/N of the x-api limits: the compose file's total."""
+    def limit(svc):
+        return compose_limit(svc, "cpus", compose), mb_to_bytes(compose_limit(svc, "memory", compose))
+    api_cpus, api_bytes = limit("x-api")
+    limits = {svc: limit(svc) for svc in services}
+    limits.update((svc, ("%.4g" % (2 * float(api_cpus) / len(instances)), 2 * api_bytes // len(instances)))
+                  for svc in instances)
+    cg.remove(parent)  # leftovers of a stack that was killed rather than stopped
+    # The parent holds the sum: the stack as a whole is held to the challenge's budget.
+    cg.create(parent, sum(float(c) for c, _ in limits.values()), sum(m for _, m in limits.values()))
+    for svc, (cpus, nbytes) in limits.items():
+        cg.create("%s/%s" % (parent, svc), cpus, nbytes)
+    return limits
+
+def start_nginx(state, src, port, upstreams, enter):
+    """Render src for this stack, start nginx and record its master's pid; the rendered file."""
+    nginx_dir, nginx_log = os.path.join(state, "nginx"), os.path.join(state, "logs", "nginx-error.log")
+    conf, nginx_pid = os.path.join(nginx_dir, "nginx.conf"), os.path.join(nginx_dir, "nginx.pid")
+    render_nginx_conf(src, conf, port, os.path.join(nginx_dir, "tmp"), upstreams)
+    nginx_args = ["nginx", "-p", nginx_dir + "/", "-c", conf, "-e", nginx_log, "-g", "pid %s;" % nginx_pid]
+    if subprocess.run(nginx_args[:1] + ["-t", "-q"] + nginx_args[1:]).returncode != 0:
+        die("nginx rejects %s" % conf)
+    if os.path.exists(nginx_pid):
+        os.remove(nginx_pid)
+    # nginx daemonizes: the process started forks the master and exits; the master's pid
+    # comes from nginx's own pid file.
+    if spawn(nginx_args, nginx_log, enter).wait() != 0:
+        die("nginx failed to start: see %s" % nginx_log)
+    for _ in range(50):
+        if read_text(nginx_pid):
+            break
+        time.sleep(0.1)
+    master = read_pidfile(nginx_pid) or die("nginx wrote no pid file: see %s" % nginx_log)
+    write_pidfile(pidfile(state, "nginx"), master[0])
+    return conf
+
+def wait_ready(state, env, instances, port, timeout):
+    deadline = time.monotonic() + timeout
+    while not (all(instance_health(env, svc, 1)[0] for svc in instances)
+               and http_get("127.0.0.1:%d" % port, "/clientes/1/extrato", 1)[0] == 200):
+        for svc in instances + ["nginx"]:
+            if not running(state, svc):
+                die("%s exited during start-up: see %s/logs/%s.log" % (svc, state, svc))
+        if time.monotonic() > deadline:
+            die("the stack did not answer GET /clientes/1/extrato within %gs (logs in %s/logs)"
+                % (timeout, state))
+        time.sleep(0.05)
+
+def start_supervisor(state):
+    supervisor_log = os.path.join(state, "logs", "supervisor.log")
+    proc = spawn([sys.executable, "-m", "crebitos_tools.stackctl", "supervise", state], supervisor_log,
+                 env=dict(os.environ, PYTHONPATH=SCRIPTS))
+    if not write_pidfile(pidfile(state, "supervisor"), proc.pid):
+        die("the supervisor exited at once: see %s" % supervisor_log)
+
+def up(argv):
+    a = up_parser().parse_args(argv)
+    if not 1 <= a.instances <= 99:
+        die("--instances must be a number from 1 to 99")
+    instances = ["api%02d" % i for i in range(1, a.instances + 1)]
+    limited = ["nginx"]
+    compose = os.environ.get("COMPOSE_LIMITS_FILE") or os.path.join(REPO, "docker-compose.yml")
+    if a.store == "postgres":
+        compose, limited = os.path.join(REPO, "docker-compose.postgres.yml"), ["postgres", "nginx"]
+    state, nginx_conf, database = abspath(a.state_dir), abspath(a.nginx_conf), abspath(a.database)
+    if not os.path.isfile(nginx_conf):
+        die("no nginx configuration at %s" % nginx_conf)
+    for d in ("pids", "logs", "run", "nginx"):
+        os.makedirs(os.path.join(state, d), exist_ok=True)
+    if a.store == "sqlite":
+        os.makedirs(os.path.dirname(database), exist_ok=True)
+    # One stack per state dir: refuse to start over a running one (its pid files would be lost).
+    for svc in ["supervisor", "nginx"] + instances:
+        pid = running(state, svc)
+        if pid:
+            die("%s is already running from %s (pid %d): run %s first" % (svc, state, pid, down_hint(state)))
+    if port_in_use(a.port):
+        die("port %d on 127.0.0.1 is already in use" % a.port)
+    if a.fresh and a.store == "postgres":
+        shutil.rmtree(os.path.join(state, "postgres"), ignore_errors=True)
+        log("--fresh: dropped the PostgreSQL cluster in %s/postgres" % state)
+    elif a.fresh:
+        for path in (database + suffix for suffix in ("", "-wal", "-shm", "-journal", ".lock")):
+            if os.path.exists(path):
+                os.remove(path)
+        log("--fresh: dropped %s (and its -wal, -shm and lock files)" % database)
+    for cmd in ("nginx", "curl"):  # curl: not for this script, the health commands it prints use it
+        need(cmd, lambda: shutil.which(cmd), "'%s'" % cmd)
+    build_log = os.path.join(state, "logs", "build.log")
+    binary = abspath(a.bin) if a.bin else build_binary(a.no_build, build_log=build_log)
+    if not os.access(binary, os.X_OK):
+        die("no server binary at %s" % binary)
+    listen = listen_addresses(a, state, instances)
     cg, why_not = (None, "--limits off") if a.limits == "off" else Cgroups.detect()
     if not cg and a.limits == "on":
         die("--limits on, but cgroups are not usable here: %s" % why_not)
@@ -793,7 +869,8 @@ def up(argv):
     if a.store == "postgres":
         env["POSTGRES_SERVER_SETTINGS"] = PG_SETTINGS
     env.update(COMPOSE_LIMITS_FILE=compose, STACK_LIMITS="on" if cg else "off",
-               CG_VERSION=cg.version if cg else "none", STACK_CGROUP=a.cgroup, **(cg.env(a.cgroup) if cg else {}))
+               CG_VERSION=cg.version if cg else "none", STACK_CGROUP=a.cgroup)
+    env.update(cg.env(a.cgroup) if cg else {})
 
     ok, limits = False, {}
     # From here on, a failure (or Ctrl-C, or SIGTERM) stops whatever was already started.
@@ -801,60 +878,21 @@ def up(argv):
     try:
         write_stack_env(state, env)
         if cg:
-            # With --instances N each instance gets 2/N of the x-api limits: the compose file's total.
-            api = compose_limit("x-api", "cpus", compose), mb_to_bytes(compose_limit("x-api", "memory", compose))
-            limits = {svc: (compose_limit(svc, "cpus", compose), mb_to_bytes(compose_limit(svc, "memory", compose)))
-                      for svc in limited}
-            limits.update((svc, ("%.4g" % (2 * float(api[0]) / a.instances), 2 * api[1] // a.instances)) for svc in instances)
-            cg.remove(a.cgroup)  # leftovers of a stack that was killed rather than stopped
-            # The parent holds the sum: the stack as a whole is held to the challenge's budget.
-            cg.create(a.cgroup, sum(float(c) for c, _ in limits.values()), sum(m for _, m in limits.values()))
-            for svc, (cpus, nbytes) in limits.items():
-                cg.create("%s/%s" % (a.cgroup, svc), cpus, nbytes)
+            limits = create_cgroups(cg, a.cgroup, compose, limited, instances)
         if a.store == "postgres":
             os.chmod(state, os.stat(state).st_mode | 0o001)  # the postgres user must reach its directory
             env["CREBITOS_DATABASE"] = database = start_postgres(
-                state, env, os.path.join(state, "logs", "postgres.log"), "w",
-                "%s/logs/postgres.log and %s/postgres/server.log" % (state, state))
+                state, env, "w", "%s/logs/postgres.log and %s/postgres/server.log" % (state, state))
             write_stack_env(state, env)
-
         t0 = time.monotonic()
         for svc in instances:
             open(os.path.join(state, "logs", svc + ".log"), "w").close()
             launch_instance(state, env, svc)
-        nginx_dir, nginx_log = os.path.join(state, "nginx"), os.path.join(state, "logs", "nginx-error.log")
-        conf, nginx_pid = os.path.join(nginx_dir, "nginx.conf"), os.path.join(nginx_dir, "nginx.pid")
-        render_nginx_conf(nginx_conf, conf, a.port, os.path.join(nginx_dir, "tmp"), [listen[s] for s in instances])
-        nginx_args = ["nginx", "-p", nginx_dir + "/", "-c", conf, "-e", nginx_log, "-g", "pid %s;" % nginx_pid]
-        if subprocess.run(nginx_args[:1] + ["-t", "-q"] + nginx_args[1:]).returncode != 0:
-            die("nginx rejects %s" % conf)
-        if os.path.exists(nginx_pid):
-            os.remove(nginx_pid)
-        # nginx daemonizes: the process started forks the master and exits; the master's pid
-        # comes from nginx's own pid file.
-        if spawn(nginx_args, nginx_log, cg.joiner(a.cgroup + "/nginx") if cg else None).wait() != 0:
-            die("nginx failed to start: see %s" % nginx_log)
-        for _ in range(50):
-            if read_text(nginx_pid):
-                break
-            time.sleep(0.1)
-        write_pidfile(pidfile(state, "nginx"), (read_pidfile(nginx_pid) or die("nginx wrote no pid file: see %s" % nginx_log))[0])
-
-        deadline = time.monotonic() + a.ready_timeout
-        while not (all(instance_health(env, svc, 1)[0] for svc in instances)
-                   and http_get("127.0.0.1:%d" % a.port, "/clientes/1/extrato", 1)[0] == 200):
-            for svc in instances + ["nginx"]:
-                if not pidfile_alive(pidfile(state, svc)):
-                    die("%s exited during start-up: see %s/logs/%s.log" % (svc, state, svc))
-            if time.monotonic() > deadline:
-                die("the stack did not answer GET /clientes/1/extrato within %gs (logs in %s/logs)" % (a.ready_timeout, state))
-            time.sleep(0.05)
+        conf = start_nginx(state, nginx_conf, a.port, list(listen.values()),
+                           cg.joiner(a.cgroup + "/nginx") if cg else None)
+        wait_ready(state, env, instances, a.port, a.ready_timeout)
         if a.restart == "unless-stopped":
-            supervisor_log = os.path.join(state, "logs", "supervisor.log")
-            proc = spawn([sys.executable, "-m", "crebitos_tools.stackctl", "supervise", state], supervisor_log,
-                         env=dict(os.environ, PYTHONPATH=SCRIPTS))
-            if not write_pidfile(pidfile(state, "supervisor"), proc.pid):
-                die("the supervisor exited at once: see %s" % supervisor_log)
+            start_supervisor(state)
         ready_ms, ok = (time.monotonic() - t0) * 1000, True
     except KeyboardInterrupt:
         raise SystemExit(130)
@@ -863,22 +901,27 @@ def up(argv):
             log("start-up failed: stopping what was started (logs in %s/logs)" % state)
             down(state, quiet=True, env=env)
 
-    pid_of = {svc: (read_pidfile(pidfile(state, svc)) or [0])[0] for svc in instances + ["nginx", "supervisor"]}
-    lines = ["stack ready in %d ms: http://127.0.0.1:%d  (GET /clientes/1/extrato answers 200)" % (ready_ms, a.port),
-             "  nginx   pid %d   config %s" % (pid_of["nginx"], conf)]
-    for svc in instances:
-        health = "--unix-socket %s http://localhost" % listen[svc][5:] if a.transport == "uds" else "http://" + listen[svc]
-        lines.append("  %-7s pid %-7d listen %s   health: curl %s/health" % (svc, pid_of[svc], listen[svc], health))
-    lines += [
-        "  restart   " + ("unless-stopped: supervisor pid %d, log %s/logs/supervisor.log" % (pid_of["supervisor"], state)
-                          if a.restart == "unless-stopped" else "no"),
-        "  database  %s  (%s; audit: scripts/audit %s)" % (database, "PostgreSQL in %s/postgres, log %s/postgres/server.log"
-                                                           % (state, state) if a.store == "postgres" else "synchronous=" + a.synchronous, database),
-        "  binary    %s" % binary, "  logs      %s/logs/" % state]
-    lines += (["  limits    ON (cgroup %s), the same as %s:" % (cg.version, os.path.basename(compose))]
-              + ["    %-6s %s CPU %dMB   %s" % (svc, c, m // MIB, cg.dir("memory", "%s/%s" % (a.cgroup, svc))) for svc, (c, m) in limits.items()]
-              + ["    stack: cpu %s  cpuacct %s  memory %s" % tuple(cg.dir(c, a.cgroup) for c in CONTROLLERS)]
-              if cg else ["  limits    OFF: the stack runs unlimited (%s)" % why_not])
+    pid_of = {svc: running(state, svc) or 0 for svc in instances + ["nginx", "supervisor"]}
+    store = ("PostgreSQL in %s/postgres, log %s/postgres/server.log" % (state, state) if a.store == "postgres"
+             else "synchronous=" + a.synchronous)
+    lines = ["stack ready in %d ms: http://127.0.0.1:%d  (GET /clientes/1/extrato answers 200)"
+             % (ready_ms, a.port), "  nginx   pid %d   config %s" % (pid_of["nginx"], conf)]
+    for svc, address in listen.items():
+        health = ("--unix-socket %s http://localhost" % address[5:] if a.transport == "uds"
+                  else "http://" + address)
+        lines.append("  %-7s pid %-7d listen %s   health: curl %s/health" % (svc, pid_of[svc], address, health))
+    lines += ["  restart   " + ("unless-stopped: supervisor pid %d, log %s/logs/supervisor.log"
+                                % (pid_of["supervisor"], state) if a.restart == "unless-stopped" else "no"),
+              "  database  %s  (%s; audit: scripts/audit %s)" % (database, store, database),
+              "  binary    %s" % binary, "  logs      %s/logs/" % state]
+    if cg:
+        lines.append("  limits    ON (cgroup %s), the same as %s:" % (cg.version, os.path.basename(compose)))
+        lines += ["    %-6s %s CPU %dMB   %s" % (svc, c, m // MIB, cg.dir("memory", "%s/%s" % (a.cgroup, svc)))
+                  for svc, (c, m) in limits.items()]
+        lines.append("    stack: cpu %s  cpuacct %s  memory %s"
+                     % tuple(cg.dir(c, a.cgroup) for c in CONTROLLERS))
+    else:
+        lines.append("  limits    OFF: the stack runs unlimited (%s)" % why_not)
     print("\n".join(lines + ["stop it with: %s" % down_hint(state)]), flush=True)
     return 0
 
@@ -892,18 +935,12 @@ def stop(state, svc, sig, grace, with_children, say):
     if not (rec and pid_running(*rec)):
         return None
     kids = [(k, proc_starttime(k)) for k in children(rec[0])] if with_children else []
-    try:
-        os.kill(rec[0], sig)
-    except ProcessLookupError:
-        pass
+    kill(rec[0], sig)
     gone = True
     for what, pid, st, wait in [(svc, rec[0], rec[1], grace)] + [(svc + " child", k, st, 5) for k, st in kids]:
         if not wait_gone(wait, pid, st):
             log("%s (pid %d) still running %ds after %s: SIGKILL" % (what, pid, wait, sig.name))
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill(pid, signal.SIGKILL)
             if not wait_gone(5, pid, st):
                 log("%s (pid %d) survived SIGKILL" % (what, pid))
                 gone = False
@@ -922,7 +959,7 @@ def down(state, quiet=False, env=None):
     cg, say = Cgroups.of_stack(env), (lambda msg: None) if quiet else print
     say("memory of each process now and at its peak (VmRSS, VmHWM):")
     for svc in ["nginx"] + env["INSTANCES"].split():
-        pid = pidfile_alive(pidfile(state, svc))
+        pid = running(state, svc)
         for p in ([pid] + (children(pid) if svc == "nginx" else [])) if pid else []:
             say("  %-6s pid %-7d %s" % (svc, p, memory(p)))
     if cg and os.path.isdir(cg.dir("memory", env["STACK_CGROUP"])):
@@ -946,7 +983,7 @@ def down(state, quiet=False, env=None):
             failed = True
     if cg:
         for _ in range(20):  # a process that just exited may take a moment to leave its cgroup
-            left = cg.procs(env["STACK_CGROUP"])
+            left = cgroup_pids(cg.dir("memory", env["STACK_CGROUP"]))
             if not left:
                 break
             time.sleep(0.1)
@@ -966,14 +1003,14 @@ def state_args(argv, prog, description, *extra):
     return ap.parse_args(argv)
 
 def down_main(argv):
-    a = state_args(argv, "scripts/stack-down", "Stop exactly what scripts/stack-up started (its pid files, each checked "
-                   "against its start time), then its PostgreSQL server and cgroups; exit 1 if something would not stop.",
+    a = state_args(argv, "scripts/stack-down", "Stop exactly what scripts/stack-up started, then its PostgreSQL "
+                   "server and cgroups (docs/STACK.md); exit 1 if something would not stop.",
                    ("--quiet", "do not print the memory and CPU report"))
     return 0 if down(abspath(a.state_dir), a.quiet) else 1
 
 def status_main(argv):
-    state = abspath(state_args(argv, "scripts/stack-status", "Show the native stack's processes, memory, each instance's "
-                               "/health and the cgroups' counters; exit 0 if all run and answer.").state_dir)
+    state = abspath(state_args(argv, "scripts/stack-status", "Show the native stack's processes, memory, each "
+                               "instance's /health and the cgroups' counters; exit 0 if all run and answer.").state_dir)
     env = stack_env(state)
     if not env:
         print("no stack state in %s" % state)
@@ -981,20 +1018,22 @@ def status_main(argv):
     ok = True
     print("stack in %s: http://127.0.0.1:%s (nginx -> %s)" % (state, env["STACK_PORT"], env["STACK_TRANSPORT"]))
     for svc in ["nginx"] + env["INSTANCES"].split():
-        pid = pidfile_alive(pidfile(state, svc))
+        pid = running(state, svc)
         if not pid:
             print("  %-6s not running" % svc)
             ok = False
             continue
         if svc == "nginx":
-            health = "GET /clientes/1/extrato -> %s" % (http_get("127.0.0.1:" + env["STACK_PORT"], "/clientes/1/extrato")[0] or "000")
+            status = http_get("127.0.0.1:" + env["STACK_PORT"], "/clientes/1/extrato")[0]
+            health = "GET /clientes/1/extrato -> %s" % (status or "000")
         else:
             healthy, health = instance_health(env, svc)
             health, ok = (health, ok) if healthy else ("UNHEALTHY: " + health, False)
         print("  %-6s pid %-7d %s  %s" % (svc, pid, memory(pid), health))
     cg = Cgroups.of_stack(env)
-    print("\n".join(["cgroups (%s):" % cg.version] + list(cg.report(env, "missing"))) if cg else "limits: off (unlimited)")
-    pid = pidfile_alive(pidfile(state, "supervisor"))
+    print("\n".join(["cgroups (%s):" % cg.version, *cg.report(env, "missing")]) if cg
+          else "limits: off (unlimited)")
+    pid = running(state, "supervisor")
     print("supervisor: pid %d restarts an instance that exits (%s/logs/supervisor.log)" % (pid, state) if pid
           else "supervisor: not running (STACK_RESTART=%s)" % env.get("STACK_RESTART", "no"))
     return 0 if ok else 1
@@ -1017,13 +1056,13 @@ def supervise(state):
         except ChildProcessError:
             pass
         for svc in instances:
-            if pidfile_alive(pidfile(state, svc)):
+            if running(state, svc):
                 if time.monotonic() - since[svc] >= 10:
                     pause[svc] = 0.5
                 continue
             log("%s %s is not running: restarting it in %g s" % (utc_now(), svc, pause[svc]))
             time.sleep(pause[svc])
-            if pidfile_alive(pidfile(state, svc)):
+            if running(state, svc):
                 continue  # someone else started it
             try:
                 pid = launch_instance(state, env, svc, "restarted by the supervisor (restart: unless-stopped)")
@@ -1035,9 +1074,8 @@ def supervise(state):
     return 0
 
 def instance_main(argv):
-    ap = argparse.ArgumentParser(prog="python3 -m crebitos_tools.stackctl instance", description="Start ONE service of a "
-                                 "running stack again as stack-up did (binary, environment, cgroup, pid file); returns "
-                                 "once it answers, printing its pid and how long it took.")
+    ap = argparse.ArgumentParser(prog="python3 -m crebitos_tools.stackctl instance",
+                                 description="Start one service of a running stack again as stack-up did.")
     ap.add_argument("state")
     ap.add_argument("action", choices=["start"])
     ap.add_argument("service", help="apiNN, or postgres (of a --store postgres stack)")
@@ -1048,13 +1086,14 @@ def instance_main(argv):
     if a.service == "postgres":  # crash recovery runs in start; the server goes back into its cgroup
         if env.get("STACK_STORE") != "postgres":
             die("this stack has no PostgreSQL server")
-        start_postgres(state, env, os.path.join(state, "logs", "postgres.log"), "a", "%s/postgres/server.log" % state)
+        start_postgres(state, env, "a", "%s/postgres/server.log" % state)
         print("postgres: started, ready after %d ms" % ((time.monotonic() - t0) * 1000))
         return 0
     if a.service not in env["INSTANCES"].split():
         die("SERVICE must be one of: %s" % env["INSTANCES"])
-    if pidfile_alive(pidfile(state, a.service)):
-        die("%s is already running (pid %d)" % (a.service, pidfile_alive(pidfile(state, a.service))))
+    pid = running(state, a.service)
+    if pid:
+        die("%s is already running (pid %d)" % (a.service, pid))
     pid = launch_instance(state, env, a.service, "restarted by crebitos_tools.stackctl instance")
     while not instance_health(env, a.service)[0]:
         if not pid_running(pid):
@@ -1072,7 +1111,8 @@ class Stack:
     /tmp (the sockets' paths must fit in 108 bytes), a free port, a cgroup name of its own."""
 
     def __init__(self, out, sync="full", port=None, name="faults", state=None, store="sqlite"):
-        self.state, self.store, self.out, self.sync = state or tempfile.mkdtemp(prefix="crebitos-%s." % name), store, out, sync
+        self.state = state or tempfile.mkdtemp(prefix="crebitos-%s." % name)
+        self.store, self.out, self.sync = store, out, sync
         os.makedirs(os.path.join(self.state, "bin"), exist_ok=True)
         # SQLite: the file; PostgreSQL: the server's URL, known once up() has run.
         self.db = os.path.join(self.state, "data", "rinha.db") if store == "sqlite" else None
@@ -1083,7 +1123,8 @@ class Stack:
         with open(self.log_path, "a") as fh:
             fh.write("$ %s\n" % " ".join(cmd))
             fh.flush()
-            r = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            r = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
             fh.write(r.stdout)
         if check and r.returncode != 0:
             raise RuntimeError("%s failed (exit %d): %s" % (" ".join(cmd[:2]), r.returncode, r.stdout[-1500:]))
@@ -1091,8 +1132,9 @@ class Stack:
 
     def up(self):
         # --restart no: the fault tests restart what they kill themselves, when they choose.
-        r = self._run([os.path.join(SCRIPTS, "stack-up"), "--no-build", "--bin", self.bin, "--state-dir", self.state,
-                       "--port", str(self.port), "--cgroup", self.cgroup, "--synchronous", self.sync, "--restart", "no"]
+        r = self._run([os.path.join(SCRIPTS, "stack-up"), "--no-build", "--bin", self.bin,
+                       "--state-dir", self.state, "--port", str(self.port), "--cgroup", self.cgroup,
+                       "--synchronous", self.sync, "--restart", "no"]
                       + (["--database", self.db] if self.store == "sqlite" else ["--store", self.store]))
         if self.store == "postgres":
             self.db = stack_env(self.state)["CREBITOS_DATABASE"]
@@ -1103,18 +1145,16 @@ class Stack:
 
     def instance(self, action, svc, *extra):
         """`instance start` in a process of its own: it forks the instance from a single thread."""
-        r = self._run([sys.executable, "-m", "crebitos_tools.stackctl", "instance", self.state, action, svc] + list(extra),
-                      env=dict(os.environ, PYTHONPATH=SCRIPTS))
+        r = self._run([sys.executable, "-m", "crebitos_tools.stackctl", "instance", self.state, action, svc,
+                       *extra], env=dict(os.environ, PYTHONPATH=SCRIPTS))
         return (r.stdout.strip().splitlines() or [""])[-1]
 
     @staticmethod
     def _wait_gone(victims, sig, t0):
         """Waits until every (name, pid, start time) signalled at t0 has gone."""
         for name, pid, st in victims:
-            while proc_starttime(pid) == st and not is_zombie(pid):
-                if time.monotonic() - t0 > 20:
-                    raise RuntimeError("%s (pid %d) still runs 20 s after signal %d" % (name, pid, sig))
-                time.sleep(0.005)
+            if not wait_gone(20 - (time.monotonic() - t0), pid, st, step=0.005):
+                raise RuntimeError("%s (pid %d) still runs 20 s after signal %d" % (name, pid, sig))
         return "gone after %d ms" % ((time.monotonic() - t0) * 1000)
 
     def kill_postgres(self):
@@ -1122,7 +1162,8 @@ class Stack:
         to start while they still hold the old shared memory."""
         pid = int(open(os.path.join(self.state, "postgres", "data", "postmaster.pid")).readline())
         st, kids = proc_starttime(pid), children(pid)
-        victims, t0 = [("postgres", pid, st)] + [("postgres backend", k, proc_starttime(k)) for k in kids], time.monotonic()
+        victims = [("postgres", pid, st)] + [("postgres backend", k, proc_starttime(k)) for k in kids]
+        t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         return ["postgres: SIGKILL postmaster pid %d (started %s), it and its %d backends %s"
                 % (pid, st, len(kids), self._wait_gone(victims, signal.SIGKILL, t0))]
@@ -1131,8 +1172,10 @@ class Stack:
         """Experiment: add parameters (e.g. "max_fails=0") to the upstream servers of THIS stack's
         rendered nginx.conf and reload nginx; the repository's nginx.conf is not touched."""
         conf = os.path.join(self.state, "nginx", "nginx.conf")
-        write(conf, re.sub(r"(server unix:[^;]*api0[12]\.sock)[^;]*;", r"\1 %s;" % opts, read_text(conf) + "\n"))
-        os.kill(int(read_text(os.path.join(self.state, "nginx", "nginx.pid")).split()[0]), signal.SIGHUP)  # reload
+        text = re.sub(r"(server unix:[^;]*api0[12]\.sock)[^;]*;", r"\1 %s;" % opts, read_text(conf))
+        write(conf, text + "\n")
+        master = read_pidfile(os.path.join(self.state, "nginx", "nginx.pid"))[0]
+        os.kill(master, signal.SIGHUP)  # reload
         time.sleep(0.5)
 
     def signal(self, svcs, sig):
@@ -1147,15 +1190,12 @@ class Stack:
         t0 = time.monotonic()
         for _, pid, _ in victims:
             os.kill(pid, sig)
-        gone = self._wait_gone(victims, sig, t0) if sig in (signal.SIGKILL, signal.SIGTERM) else ""
-        return ["%s: %s pid %d%s" % (svc, signal.Signals(sig).name, pid,
-                                     ", " + gone if sig in (signal.SIGKILL, signal.SIGTERM) else "") for svc, pid, _ in victims]
+        gone = ", " + self._wait_gone(victims, sig, t0) if sig in (signal.SIGKILL, signal.SIGTERM) else ""
+        return ["%s: %s pid %d%s" % (svc, signal.Signals(sig).name, pid, gone) for svc, pid, _ in victims]
 
     def wal_bytes(self):
-        try:
-            return os.path.getsize(self.db + "-wal")
-        except OSError:
-            return None
+        wal = self.db + "-wal"
+        return os.path.getsize(wal) if os.path.exists(wal) else None
 
 COMMANDS = {"up": up, "down": down_main, "status": status_main, "postgres": postgres_main,
             "instance": instance_main, "supervise": lambda argv: supervise(abspath(argv[0]))}
