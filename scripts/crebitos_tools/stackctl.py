@@ -849,7 +849,9 @@ def up(argv):
             if os.path.exists(path):
                 os.remove(path)
         log("--fresh: dropped %s (and its -wal, -shm and lock files)" % database)
-    for cmd in ("nginx", "curl"):  # curl: not for this script, the health commands it prints use it
+    # Not for this script: the commands it prints (curl) and the README's way to look into the
+    # ledger (the sqlite3 CLI) are what a user runs next.
+    for cmd in ("nginx", "curl", "sqlite3"):
         need(cmd, lambda: shutil.which(cmd), "'%s'" % cmd)
     build_log = os.path.join(state, "logs", "build.log")
     binary = abspath(a.bin) if a.bin else build_binary(a.no_build, build_log=build_log)
