@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from . import PACKAGE, REPO, stackctl, venv
-from .loadrun import answers, process_cpu_seconds
+from .loadrun import answers
 from .score import percentile
 
 # writes: two processes on one file (the stack's two instances); flat-out, 16 writers each; the
@@ -62,9 +62,9 @@ def measure_instance(label, binary, env, a):
         try:
             if not answers(base, 10):
                 raise SystemExit("%s did not answer on %s" % (label, base))
-            cpu0, switches0 = process_cpu_seconds(server.pid), context_switches(server.pid)
+            cpu0, switches0 = stackctl.cpu_seconds_of(server.pid), context_switches(server.pid)
             m = k6_constant(base, a.rate, a.seconds)
-            cpu1, switches1 = process_cpu_seconds(server.pid), context_switches(server.pid)
+            cpu1, switches1 = stackctl.cpu_seconds_of(server.pid), context_switches(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=15)

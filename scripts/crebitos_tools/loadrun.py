@@ -26,16 +26,6 @@ def log(msg):
     print("loadtest: %s" % msg, file=sys.stderr, flush=True)
 
 
-def process_cpu_seconds(pid):
-    """User + system CPU of a process so far (/proc/PID/stat), or None once it is gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            f = fh.read().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def answers(base, seconds):
     """Whether GET BASE/clientes/1/extrato answers 200 within `seconds`."""
     deadline = time.time() + seconds
@@ -133,7 +123,7 @@ class Measurement(threading.Thread):
             out.write("t_ms,stack_cpu_s,k6_cpu_s,machine_busy_s,machine_total_s,irq_s\n")
             while not self.stop_evt.is_set():
                 stack = stackctl.cpu_seconds(self.groups) if self.groups else None
-                k6 = process_cpu_seconds(self.k6_pid) if self.k6_pid else None
+                k6 = stackctl.cpu_seconds_of(self.k6_pid) if self.k6_pid else None
                 out.write("%d,%s,%s,%.3f,%.3f,%.3f\n" % ((time.time() * 1000, "" if stack is None else "%.4f" % stack,
                                                           "" if k6 is None else "%.3f" % k6) + stackctl.machine_cpu_irq()))
                 out.flush()

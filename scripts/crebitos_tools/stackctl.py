@@ -54,12 +54,17 @@ def utc_now():
 
 # --- processes --------------------------------------------------------------------------------
 
-def _stat_fields(pid):
+def stat_fields(pid):
     text = read_text("/proc/%d/stat" % pid)  # from field 3 on: field 2, the name, may hold spaces
     return text.rsplit(")", 1)[1].split() if text else None
 
 def proc_starttime(pid):
-    return (_stat_fields(pid) or [None] * 20)[19]
+    return (stat_fields(pid) or [None] * 20)[19]
+
+def cpu_seconds_of(pid):
+    """User + system CPU of a process so far, or None once it is gone."""
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else None
 
 def is_zombie(pid):
     """Gone or finished. A multithreaded server's main thread shows Z while its other threads still
@@ -112,7 +117,7 @@ def wait_gone(seconds, pid, starttime=None, step=0.1):
 
 def children(pid):
     return [int(d) for d in os.listdir("/proc")
-            if d.isdigit() and (_stat_fields(int(d)) or [0, 0])[1] == str(pid)]
+            if d.isdigit() and (stat_fields(int(d)) or [0, 0])[1] == str(pid)]
 
 def proc_status(pid):
     """/proc/PID/status as {key: first word of the value} ({} once the process is gone)."""
