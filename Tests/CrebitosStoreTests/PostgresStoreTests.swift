@@ -57,45 +57,53 @@ struct PostgresStoreTests {
     /// killed under load left writes unanswered forever, docs/FAULTS.md finding 5); the
     /// answer and the COMMIT can never contradict each other.
     @Test func aWriteAnsweredByItsDeadlineCanNoLongerCommit() {
-        let answers = Mutex<[Result<TransactionReceipt, any Error>]>([])
-        let attempt = PostgresLedger.WriteAttempt { result in answers.withLock { $0.append(result) } }
+        let (attempt, answers) = recordedAttempt()
         attempt.expire()
         #expect(!attempt.startCommit())
         attempt.answer(.success(TransactionReceipt(outcome: .unknownClient)))
         attempt.expire()
-        let given = answers.withLock { $0 }
-        #expect(given.count == 1)
-        #expect((given.first.flatMap { try? $0.get() }) == nil)
-        if case .failure(let error as LedgerUnavailable)? = given.first {
-            #expect(error == .notWritten(.deadlineExceeded))
-        } else {
-            Issue.record("expected notWritten(.deadlineExceeded), got \(String(describing: given.first))")
-        }
+        expectOneAnswer(answers.all, failingWith: .notWritten(.deadlineExceeded))
     }
 
     @Test func aWriteWhoseCommitWasSentIsAnsweredOutcomeUnknownByItsDeadline() {
-        let answers = Mutex<[Result<TransactionReceipt, any Error>]>([])
-        let attempt = PostgresLedger.WriteAttempt { result in answers.withLock { $0.append(result) } }
+        let (attempt, answers) = recordedAttempt()
         #expect(attempt.startCommit())
         attempt.expire()
         attempt.answer(.success(TransactionReceipt(outcome: .unknownClient)))
-        let given = answers.withLock { $0 }
-        #expect(given.count == 1)
-        if case .failure(let error as LedgerUnavailable)? = given.first {
-            #expect(error == .outcomeUnknown)
-        } else {
-            Issue.record("expected outcomeUnknown, got \(String(describing: given.first))")
-        }
+        expectOneAnswer(answers.all, failingWith: .outcomeUnknown)
     }
 
     @Test func aWriteThatFinishesFirstIsAnsweredWithItsResultOnly() {
-        let answers = Mutex<[Result<TransactionReceipt, any Error>]>([])
-        let attempt = PostgresLedger.WriteAttempt { result in answers.withLock { $0.append(result) } }
+        let (attempt, answers) = recordedAttempt()
         #expect(attempt.startCommit())
         attempt.answer(.success(TransactionReceipt(outcome: .unknownClient)))
         attempt.expire()
-        let given = answers.withLock { $0 }
+        let given = answers.all
         #expect(given.count == 1)
         #expect((try? given.first?.get())?.outcome == .unknownClient)
     }
+
+    /// A write attempt whose every answer is recorded, to see how many it gave and which.
+    private func recordedAttempt() -> (PostgresLedger.WriteAttempt, AnswerLog) {
+        let answers = AnswerLog()
+        return (PostgresLedger.WriteAttempt { answers.record($0) }, answers)
+    }
+
+    private func expectOneAnswer(
+        _ given: [Result<TransactionReceipt, any Error>], failingWith expected: LedgerUnavailable,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        #expect(given.count == 1, sourceLocation: sourceLocation)
+        if case .failure(let error as LedgerUnavailable)? = given.first {
+            #expect(error == expected, sourceLocation: sourceLocation)
+        } else {
+            Issue.record("expected \(expected), got \(String(describing: given.first))", sourceLocation: sourceLocation)
+        }
+    }
+}
+
+private final class AnswerLog: Sendable {
+    private let given = Mutex<[Result<TransactionReceipt, any Error>]>([])
+    func record(_ answer: Result<TransactionReceipt, any Error>) { given.withLock { $0.append(answer) } }
+    var all: [Result<TransactionReceipt, any Error>] { given.withLock { $0 } }
 }
