@@ -51,6 +51,17 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError(error.description)
         }
         // Stops on SIGTERM and SIGINT: drains, stops accepting, answers what is in flight.
-        try await buildApplication(settings).run()
+        do {
+            try await buildApplication(settings).run()
+        } catch {
+            // String(reflecting:): a driver's error (postgres-nio's PSQLError) describes itself
+            // as a "generic description" and keeps what failed for its debug description.
+            throw ServerFailure(description: String(reflecting: error))
+        }
     }
+}
+
+/// Why the server stopped with an error, in words (ArgumentParser prints `Error: ` and this).
+struct ServerFailure: Error, CustomStringConvertible {
+    let description: String
 }

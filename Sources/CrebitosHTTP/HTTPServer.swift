@@ -104,7 +104,6 @@ public final class HTTPServer<L: Ledger>: Service, Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: configuration.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -118,7 +117,14 @@ public final class HTTPServer<L: Ledger>: Service, Sendable {
             }
         switch configuration.address {
         case .tcp(let host, let port):
-            return try await bootstrap.bind(host: host, port: port).get()
+            // TCP_NODELAY is a TCP-level option (IPPROTO_TCP): `.tcpOption`, never
+            // `.socketOption`, which is SOL_SOCKET, where option 1 is SO_DEBUG. SO_DEBUG needs
+            // CAP_NET_ADMIN: it succeeds as root on a host and fails in a container, and NIO
+            // closes every accepted connection whose option fails. Only on TCP: a Unix socket
+            // has no Nagle to turn off, and the option would fail there too.
+            return try await bootstrap
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .bind(host: host, port: port).get()
         case .unixSocket(let path):
             // A socket file left by a killed process would make bind fail: remove it, but
             // only if it is a socket (never delete a regular file by mistake).

@@ -33,8 +33,12 @@ final class ServerProcess: @unchecked Sendable {
         logURL = directory.appendingPathComponent("\(name).log")
         FileManager.default.createFile(atPath: logURL.path, contents: nil)
         let log = try FileHandle(forWritingTo: logURL)
-        process.executableURL = try Self.locateBinary()
+        // Through scripts/with-container-capabilities (it execs, so the pid is the server's):
+        // the server runs with a container's capabilities, not root's, so what would fail in
+        // a container fails here too.
+        process.executableURL = Self.containerCapabilitiesWrapper
         process.arguments = [
+            try Self.locateBinary().path,
             "--database", databasePath, "--listen", listen, "--instance", name, "--synchronous", synchronous,
         ] + extraArguments
         if !environment.isEmpty {
@@ -45,6 +49,19 @@ final class ServerProcess: @unchecked Sendable {
         if listen.hasPrefix("unix:") {
             baseURL = "http+unix://" + String(listen.dropFirst(5)).addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
         }
+    }
+
+    /// scripts/with-container-capabilities, found from this file's place in the repository.
+    static let containerCapabilitiesWrapper = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("scripts/with-container-capabilities")
+
+    /// The capabilities the server process runs with (`CapEff` of /proc/PID/status).
+    var effectiveCapabilities: UInt64? {
+        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") })
+        else { return nil }
+        return UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
     }
 
     private static func locateBinary() throws -> URL {

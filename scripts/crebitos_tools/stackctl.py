@@ -682,7 +682,8 @@ def launch_instance(state, env, svc, why=None):
                       CREBITOS_SYNCHRONOUS=env["CREBITOS_SYNCHRONOUS"],
                       CREBITOS_LOG_LEVEL=env.get("CREBITOS_LOG_LEVEL", "info"))
     enter = cg.joiner("%s/%s" % (env["STACK_CGROUP"], svc)) if cg else None
-    proc = spawn([env["CREBITOS_BIN"]], logfile, enter, server_env)
+    # With a container's capabilities, not root's: what would fail in a container fails here too.
+    proc = spawn([os.path.join(SCRIPTS, "with-container-capabilities"), env["CREBITOS_BIN"]], logfile, enter, server_env)
     if not write_pidfile(pidfile(state, svc), proc.pid):
         die("%s exited at once: see %s" % (svc, logfile))
     return proc.pid

@@ -1,0 +1,107 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The server as a container runs it: without root's full capability set (Docker's default
+/// set has no CAP_NET_ADMIN). A socket option that needs a capability the container lacks
+/// fails there and nowhere else; this is where the tests meet it.
+final class ContainerCapabilitiesTests: XCTestCase {
+    /// CAP_NET_ADMIN is capability 12 (linux/capability.h).
+    private static let netAdmin: UInt64 = 1 << 12
+
+    func testWithoutNetAdminTheServerAnswersOverTCPAndAUnixSocket() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("crebitos-caps-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let database = directory.appendingPathComponent("rinha.db").path
+        // ServerProcess starts every server through scripts/with-container-capabilities.
+        let servers = [
+            try ServerProcess(name: "api01", databasePath: database, listen: "127.0.0.1:0", directory: directory),
+            try ServerProcess(
+                name: "api02", databasePath: database,
+                listen: "unix:" + directory.appendingPathComponent("api02.sock").path, directory: directory),
+        ]
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            for server in servers {
+                try server.start()
+                try await server.waitUntilReady(client: client)
+                if getuid() == 0 {
+                    // Else the wrapper did nothing, and this test would prove nothing.
+                    let capabilities = try XCTUnwrap(server.effectiveCapabilities, "CapEff of \(server.name)")
+                    XCTAssertEqual(capabilities & Self.netAdmin, 0, "\(server.name) still has CAP_NET_ADMIN")
+                }
+                // Several requests on one keep-alive connection, a write among them.
+                var request = HTTPClientRequest(url: server.baseURL + "/clientes/1/transacoes")
+                request.method = .POST
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(ByteBuffer(string: #"{"valor": 1, "tipo": "c", "descricao": "caps"}"#))
+                let write = try await client.execute(request, timeout: .seconds(5))
+                XCTAssertEqual(write.status, .ok, server.name)
+                _ = try await write.body.collect(upTo: 4096)
+                let statement = try await client.execute(
+                    HTTPClientRequest(url: server.baseURL + "/clientes/1/extrato"), timeout: .seconds(5))
+                XCTAssertEqual(statement.status, .ok, server.name)
+                _ = try await statement.body.collect(upTo: 4096)
+            }
+        } catch {
+            for server in servers { server.terminate() }
+            try await client.shutdown()
+            throw error
+        }
+        for server in servers { server.terminate() }
+        try await client.shutdown()
+    }
+}
+
+/// A compose stack starts the instances beside PostgreSQL, not after it (podman-compose
+/// ignores `condition: service_healthy`): an instance whose server is not up yet waits for it,
+/// saying where it looks and why it failed, instead of exiting on the first refusal.
+final class PostgresStartupTests: XCTestCase {
+    func testAnInstanceWaitsForAnAbsentServerAndSaysWhereAndWhy() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("crebitos-pgwait-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        // A port nothing listens on: bound and closed again at once.
+        let port = try freeTCPPort()
+        let server = try ServerProcess(
+            name: "api01", databasePath: "postgres://rinha:secret@127.0.0.1:\(port)/rinha", listen: "127.0.0.1:0",
+            directory: directory)
+        try server.start()
+        defer { server.terminate() }
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, server.log.components(separatedBy: "not reachable yet").count < 3 {
+            XCTAssertTrue(server.process.isRunning, "the instance exited instead of waiting:\n\(server.log)")
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let log = server.log
+        XCTAssertTrue(server.process.isRunning, log)
+        XCTAssertGreaterThanOrEqual(log.components(separatedBy: "not reachable yet").count - 1, 2, log)
+        XCTAssertTrue(log.contains("127.0.0.1:\(port)"), "the log names the server:\n\(log)")
+        XCTAssertTrue(log.lowercased().contains("connection refused") || log.contains("ECONNREFUSED"), "the log says why:\n\(log)")
+        XCTAssertFalse(log.contains("secret"), "the password never reaches the log:\n\(log)")
+        XCTAssertFalse(log.contains("Generic description"), "the log says what failed in words:\n\(log)")
+    }
+
+    private func freeTCPPort() throws -> Int {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                Glibc.bind(socket, raw, length) == 0 && getsockname(socket, raw, &length) == 0
+            }
+        }
+        guard bound else { throw POSIXError(.EADDRINUSE) }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
