@@ -94,7 +94,8 @@ public struct APIResponder<L: Ledger>: Sendable {
         }
         let allocator = allocator
         let logger = logger
-        ledger.apply(transaction, toClient: clientID, idempotencyKey: idempotencyKey) { result in
+        let alreadyWaited = RequestStart.waited(request.headers)
+        ledger.apply(transaction, toClient: clientID, idempotencyKey: idempotencyKey, alreadyWaited: alreadyWaited) { result in
             answer(Self.transactionAnswer(result, allocator: allocator, logger: logger))
         }
     }
@@ -107,7 +108,7 @@ public struct APIResponder<L: Ledger>: Sendable {
         case .success(let success):
             receipt = success
         case .failure(LedgerUnavailable.notWritten(let reason)):
-            return APIResponse(.notWritten(reason.description), allocator: allocator)
+            return APIResponse(.notWritten(reason), allocator: allocator)
         case .failure(LedgerUnavailable.outcomeUnknown):
             logger.error("a commit failed with an unknown outcome")
             return APIResponse(.outcomeUnknown, allocator: allocator)

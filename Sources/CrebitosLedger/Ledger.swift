@@ -26,6 +26,19 @@ public protocol Ledger: Sendable {
         completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
     )
 
+    /// The same, for a request that already waited `alreadyWaited` before this process read
+    /// it (queued in nginx, or unread in the socket of a process that was frozen): the
+    /// store's write deadline counts from when the request entered the system, not from now,
+    /// so a request whose client was already told it failed is refused, never written.
+    /// A store that does not implement it ignores the wait.
+    func apply(
+        _ request: TransactionRequest,
+        toClient clientID: Int64,
+        idempotencyKey: IdempotencyKey?,
+        alreadyWaited: Duration,
+        completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
+    )
+
     /// The client's statement, or nil when there is no such client.
     func statement(
         forClient clientID: Int64,
@@ -34,6 +47,13 @@ public protocol Ledger: Sendable {
 }
 
 extension Ledger {
+    public func apply(
+        _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey?,
+        alreadyWaited: Duration, completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
+    ) {
+        apply(request, toClient: clientID, idempotencyKey: idempotencyKey, completion: completion)
+    }
+
     public func apply(
         _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey? = nil
     ) async throws -> TransactionReceipt {

@@ -12,15 +12,21 @@ struct PendingWrite: Sendable {
 
 /// The single writer of one process.
 ///
-/// Requests queue here; when the lock is free and nobody in this process is committing,
-/// the submitting thread commits at once (see ``commitOnCallersThread()``); otherwise one
-/// thread drains the queue: it takes the cross-process lock,
-/// takes every request waiting at that moment (up to a batch limit), runs them all in one
-/// `BEGIN IMMEDIATE` transaction, commits (one fsync for the whole batch with
-/// `synchronous=FULL`), releases the lock, then answers each request. Under light load
-/// a batch holds one request and this is a plain immediate transaction; under heavy load
-/// the lock and the fsync are paid once per batch instead of once per request, and a
-/// process holds the lock once per batch, which keeps the two processes taking turns.
+/// Requests queue here, and one thread of its own (never a connection's event loop) drains
+/// the queue: it takes the cross-process lock, takes every request waiting at that moment
+/// (up to a batch limit), runs them all in one `BEGIN IMMEDIATE` transaction, commits (one
+/// fsync for the whole batch with `synchronous=FULL`), releases the lock, then answers each
+/// request. Under light load a batch holds one request and this is a plain immediate
+/// transaction; under heavy load, or while the disk is slow to sync, the lock and the fsync
+/// are paid once per batch instead of once per request: every write that arrives during a
+/// slow commit joins the next one, so batches grow with the stall. A process holds the lock
+/// once per batch, which keeps the two processes taking turns.
+///
+/// Why a thread of its own: a commit waits for the disk (the fsync, and SQLite's automatic
+/// checkpoint inside some commits), which here usually takes 0.3 ms and now and then 50 ms
+/// to over a second. On an event loop that wait stopped every connection of the loop, reads
+/// included, and left requests unread in their sockets; on this thread it stops only the
+/// writes that need it (docs/ARCHITECTURE.md, "No disk wait on an event loop").
 ///
 /// What each answer promises:
 /// - Every write has a deadline (arrival on the monotonic clock + ``StoreConfiguration/writeDeadline``).
@@ -76,8 +82,15 @@ final class GroupCommitWriter: Sendable {
 
     /// Queues a write; `completion` is called once, on the writer's thread once it committed
     /// or was refused (or at once, on the caller's thread, when the queue refuses it).
-    func submit(_ write: PendingWrite, completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void) {
-        let deadline = MonotonicClock.nowNanoseconds() + writeDeadline
+    /// `alreadyWaited`: how long the request waited before this process read it; its deadline
+    /// counts from then, and one that is already past is refused without being queued.
+    func submit(
+        _ write: PendingWrite, alreadyWaited: Duration = .zero,
+        completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
+    ) {
+        let waited = MonotonicClock.nanoseconds(alreadyWaited)
+        guard waited < writeDeadline else { return completion(.failure(LedgerUnavailable.notWritten(.deadlineExceeded))) }
+        let deadline = MonotonicClock.nowNanoseconds() + (writeDeadline - waited)
         let admitted = queue.withLock { queue -> Result<Bool, LedgerUnavailable> in
             if queue.isClosing { return .failure(.notWritten(.shuttingDown)) }
             if queue.waiting.count >= maximumQueuedWrites { return .failure(.notWritten(.queueFull)) }
@@ -90,28 +103,7 @@ final class GroupCommitWriter: Sendable {
         case .failure(let refusal):
             completion(.failure(refusal))
         case .success(let startDrain):
-            if startDrain, !commitOnCallersThread() { thread.async { self.drain() } }
-        }
-    }
-
-    /// The fast path, when nobody in this process is committing and the other process
-    /// does not hold the lock either: commit on the caller's thread (the connection's
-    /// event loop) instead of handing the write to the writer thread and its answer back.
-    /// Measured with scripts/loadtest instance: 4.0 → 1.5 context switches and about 15%
-    /// less CPU per request (docs/BENCHMARKS.md). Anything that would wait (the lock is
-    /// taken) goes to the writer thread, which batches and waits with a deadline.
-    /// Returns whether the queue is empty again (nothing left for the writer thread).
-    private func commitOnCallersThread() -> Bool {
-        guard (try? lock.acquire(until: MonotonicClock.nowNanoseconds())) == true else { return false }
-        metrics?.lockWait.recordNanoseconds(0)
-        let batch = takeBatch()
-        let results = commit(batch)
-        lock.release()
-        for (waiter, result) in zip(batch, results) { waiter.answer(result) }
-        return queue.withLock { queue in
-            guard queue.waiting.isEmpty else { return false }
-            queue.isDraining = false
-            return true
+            if startDrain { thread.async { self.drain() } }
         }
     }
 

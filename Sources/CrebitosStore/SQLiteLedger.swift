@@ -69,8 +69,20 @@ public final class SQLiteLedger: Ledger {
         idempotencyKey: IdempotencyKey?,
         completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
     ) {
+        apply(request, toClient: clientID, idempotencyKey: idempotencyKey, alreadyWaited: .zero, completion: completion)
+    }
+
+    public func apply(
+        _ request: TransactionRequest,
+        toClient clientID: Int64,
+        idempotencyKey: IdempotencyKey?,
+        alreadyWaited: Duration,
+        completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
+    ) {
         keysInFlight.whileClaimed(idempotencyKey, forClient: clientID, completion: completion) { completion in
-            writer.submit(PendingWrite(request: request, clientID: clientID, idempotencyKey: idempotencyKey), completion: completion)
+            writer.submit(
+                PendingWrite(request: request, clientID: clientID, idempotencyKey: idempotencyKey),
+                alreadyWaited: alreadyWaited, completion: completion)
         }
     }
 
