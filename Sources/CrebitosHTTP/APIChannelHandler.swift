@@ -268,7 +268,7 @@ struct ResponseHeaders: Sendable {
         digits.integer(Int64(response.body.readableBytes))
         buffer = digits.buffer
         if response.isReplay { buffer.writeStaticString("\r\nidempotent-replayed: true") }
-        if response.status == .serviceUnavailable { buffer.writeStaticString("\r\nretry-after: 1") }
+        if response.retryAfterOneSecond { buffer.writeStaticString("\r\nretry-after: 1") }
         if close { buffer.writeStaticString("\r\nconnection: close") }
         buffer.writeStaticString("\r\n\r\n")
     }

@@ -45,7 +45,12 @@ public struct APIResponse: Sendable {
         self.contentType = contentType
     }
 
+    /// `Retry-After: 1`: sent with every answer a client may retry (503, and the 500 of an
+    /// unknown outcome, which it may retry with the same Idempotency-Key).
+    public var retryAfterOneSecond = false
+
     init(_ error: APIError, allocator: ByteBufferAllocator) {
         self.init(status: error.status, body: error.body(allocator: allocator))
+        retryAfterOneSecond = error.status == .serviceUnavailable || error.outcome != nil
     }
 }

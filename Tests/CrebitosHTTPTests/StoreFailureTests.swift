@@ -1,5 +1,6 @@
 import CrebitosHTTP
 import CrebitosLedger
+import Foundation
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -47,16 +48,32 @@ final class StoreFailureTests: XCTestCase {
         body: ByteBuffer(string: #"{"valor": 1, "tipo": "c", "descricao": "x"}"#))
 
     func testNotWrittenIs503SayingNothingWasStored() {
-        let response = answer(FailingLedger(error: LedgerUnavailable.notWritten(.deadlineExceeded)), write)
-        XCTAssertEqual(response.status, .serviceUnavailable)
-        XCTAssertTrue(String(buffer: response.body).contains("nothing was stored"), String(buffer: response.body))
+        let reasons: [(LedgerUnavailable.Reason, String)] = [
+            (.deadlineExceeded, "deadline_exceeded"), (.queueFull, "queue_full"),
+            (.transactionFailed, "transaction_failed"), (.shuttingDown, "shutting_down"),
+        ]
+        for (reason, code) in reasons {
+            let response = answer(FailingLedger(error: LedgerUnavailable.notWritten(reason)), write)
+            XCTAssertEqual(response.status, .serviceUnavailable)
+            XCTAssertTrue(response.retryAfterOneSecond)
+            let body = try? JSONSerialization.jsonObject(with: Data(String(buffer: response.body).utf8)) as? [String: String]
+            XCTAssertEqual(body?["outcome"], "not_written", String(buffer: response.body))
+            XCTAssertEqual(body?["reason"], code, String(buffer: response.body))
+            XCTAssertTrue(body?["error"]?.contains("nothing was stored") == true, String(buffer: response.body))
+        }
     }
 
-    func testAnUnknownOutcomeSaysSoAndThatARetryWithTheKeyIsSafe() {
+    /// 500, never 503: a client that resends every 503 as it is must not resend this one
+    /// without its key. The body says so in a field a program reads.
+    func testAnUnknownOutcomeIs500WithOutcomeUnknownAndSaysARetryWithTheKeyIsSafe() {
         for error: any Error in [LedgerUnavailable.outcomeUnknown, CancellationError()] {
             let response = answer(FailingLedger(error: error), write)
-            XCTAssertEqual(response.status, .serviceUnavailable)
+            XCTAssertEqual(response.status, .internalServerError)
+            XCTAssertTrue(response.retryAfterOneSecond)
             let text = String(buffer: response.body)
+            let body = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: String]
+            XCTAssertEqual(body?["outcome"], "unknown", text)
+            XCTAssertNil(body?["reason"], text)
             XCTAssertTrue(text.contains("outcome is unknown") && text.contains("same Idempotency-Key"), text)
             XCTAssertFalse(text.contains("nothing was stored"), text)
         }
