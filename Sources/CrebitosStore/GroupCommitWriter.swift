@@ -1,5 +1,6 @@
 import CrebitosLedger
 import Dispatch
+import Foundation
 import GRDB
 import Synchronization
 
@@ -62,17 +63,20 @@ final class GroupCommitWriter: Sendable {
 
     private let database: DatabasePool
     private let lock: CrossProcessLock
+    private let busyBudget: BusyWaitBudget
     private let maximumBatchSize: Int
     private let maximumQueuedWrites: Int
     private let writeDeadline: UInt64
     private let timestamps: CommitTimestamps
     private let metrics: StoreMetrics?
     private let queue = Mutex(Queue())
-    private let thread = DispatchQueue(label: "crebitos.group-commit")
+    /// Started lazily: the writer hands itself to it, so it needs `self`.
+    private let thread = Mutex<WriterThread?>(nil)
 
-    init(database: DatabasePool, lock: CrossProcessLock, configuration: StoreConfiguration) {
+    init(database: DatabasePool, lock: CrossProcessLock, busyBudget: BusyWaitBudget, configuration: StoreConfiguration) {
         self.database = database
         self.lock = lock
+        self.busyBudget = busyBudget
         maximumBatchSize = max(1, configuration.maximumBatchSize)
         maximumQueuedWrites = max(1, configuration.maximumQueuedWrites)
         writeDeadline = MonotonicClock.nanoseconds(configuration.writeDeadline)
@@ -103,7 +107,7 @@ final class GroupCommitWriter: Sendable {
         case .failure(let refusal):
             completion(.failure(refusal))
         case .success(let startDrain):
-            if startDrain { thread.async { self.drain() } }
+            if startDrain { writerThread().wake() }
         }
     }
 
@@ -111,7 +115,21 @@ final class GroupCommitWriter: Sendable {
     /// (each is bounded by its deadline).
     func close() {
         queue.withLock { $0.isClosing = true }
-        thread.sync {}
+        while queue.withLock({ $0.isDraining }) { usleep(1_000) }
+        thread.withLock { $0?.stop() }
+    }
+
+    deinit {
+        thread.withLock { $0?.stop() }
+    }
+
+    private func writerThread() -> WriterThread {
+        thread.withLock { thread in
+            if let thread { return thread }
+            let started = WriterThread(name: "crebitos.group-commit") { [weak self] in self?.drain() }
+            thread = started
+            return started
+        }
     }
 
     /// Writes waiting for their turn (not yet taken into a batch).
@@ -185,12 +203,21 @@ final class GroupCommitWriter: Sendable {
     /// the cross-process lock held.
     private func commit(_ batch: [Waiter]) -> [Result<TransactionReceipt, LedgerUnavailable>] {
         let lost = Array(repeating: Result<TransactionReceipt, LedgerUnavailable>.failure(.notWritten(.transactionFailed)), count: batch.count)
+        // Someone outside our flock (the sqlite3 CLI) may hold SQLite's lock: wait for it no
+        // longer than the batch's last deadline, after which every write of it is late.
+        busyBudget.beginWrite(until: batch.map(\.deadline).max() ?? 0)
+        defer { busyBudget.endWrite() }
         return database.writeWithoutTransaction { db in
+            // A transaction left open by a ROLLBACK that failed (an I/O error) would make every
+            // later BEGIN fail: end it first. (GRDB allows it: see allowsUnsafeTransactions.)
+            if db.isInsideTransaction { try? db.execute(sql: "ROLLBACK") }
             // IMMEDIATE: take SQLite's write lock now, before reading any balance, so
             // no other writer can commit between our check and our update.
             // https://www.sqlite.org/lang_transaction.html
             do {
                 try db.cachedStatement(sql: "BEGIN IMMEDIATE").execute()
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && busyBudget.writerReachedDeadline() {
+                return Array(repeating: .failure(.notWritten(.deadlineExceeded)), count: batch.count)
             } catch {
                 return lost
             }
@@ -240,5 +267,36 @@ final class GroupCommitWriter: Sendable {
             }
             return results
         }
+    }
+}
+
+/// The writer's own thread: it sleeps on a semaphore (a futex) until ``wake()``, runs the
+/// drain, and sleeps again. A plain thread rather than a Dispatch queue: a hand-off per write
+/// (two with the answer's hop back to the event loop) is the price of keeping disk waits off
+/// the event loops, and a futex wake is the cheapest hand-off there is.
+private final class WriterThread: Sendable {
+    private let wakeups = DispatchSemaphore(value: 0)
+    private let stopped = Atomic<Bool>(false)
+
+    init(name: String, work: @escaping @Sendable () -> Void) {
+        let thread = Thread { [self] in
+            while true {
+                wakeups.wait()
+                if stopped.load(ordering: .acquiring) { return }
+                work()
+            }
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    /// Runs `work` once more (each wake-up is one run).
+    func wake() {
+        wakeups.signal()
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .releasing)
+        wakeups.signal()
     }
 }

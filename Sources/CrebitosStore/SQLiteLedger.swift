@@ -40,10 +40,12 @@ public final class SQLiteLedger: Ledger {
     /// exactly one of them creates the schema and the clients, and the others find it done.
     public static func open(_ configuration: StoreConfiguration) throws -> SQLiteLedger {
         let lock = try CrossProcessLock(path: configuration.lockPath)
+        let busyBudget = BusyWaitBudget(busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
         let database = try lock.withExclusiveLock {
             // Opening a pool switches the file to WAL mode, which must not race with
             // another process doing the same, hence inside the lock.
-            let database = try DatabasePool(path: configuration.path, configuration: grdbConfiguration(configuration))
+            let database = try DatabasePool(
+                path: configuration.path, configuration: grdbConfiguration(configuration, busyBudget: busyBudget))
             try Schema.migrator.migrate(database)
             return database
         }
@@ -59,6 +61,7 @@ public final class SQLiteLedger: Ledger {
         let writer = GroupCommitWriter(
             database: database,
             lock: lock,
+            busyBudget: busyBudget,
             configuration: configuration)
         return SQLiteLedger(configuration: configuration, database: database, writer: writer)
     }
@@ -146,18 +149,23 @@ public final class SQLiteLedger: Ledger {
         try database.close()
     }
 
-    private static func grdbConfiguration(_ configuration: StoreConfiguration) -> Configuration {
+    private static func grdbConfiguration(_ configuration: StoreConfiguration, busyBudget: BusyWaitBudget) -> Configuration {
         var grdb = Configuration()
         grdb.label = "crebitos"
         grdb.maximumReaderCount = configuration.maximumReaders
+        // The writer opens and ends its transactions itself (BEGIN IMMEDIATE ... COMMIT). If
+        // a ROLLBACK ever fails (an I/O error), GRDB would otherwise stop the process with a
+        // fatalError for the transaction left open; the writer ends it before its next BEGIN.
+        grdb.allowsUnsafeTransactions = true
         // Our writers queue on the cross-process lock, so a writer only finds SQLite
         // busy when something outside it (the sqlite3 CLI, a backup, WAL recovery) holds
         // a lock. SQLite's default handler would then sleep 1, 2, 5, 10 ... ms between
         // tries; this one retries after 50 µs, doubling up to 1 ms, so a lock released
-        // after 0.3 ms costs about 0.3 ms. https://www.sqlite.org/c3ref/busy_handler.html
-        let maximumTries = busyTries(forMilliseconds: configuration.busyTimeoutMilliseconds)
+        // after 0.3 ms costs about 0.3 ms. How long it keeps trying is BusyWaitBudget's call:
+        // the writer until its batch's deadline, a statement 200 ms.
+        // https://www.sqlite.org/c3ref/busy_handler.html
         grdb.busyMode = .callback { tries in
-            guard tries < maximumTries else { return false }
+            guard busyBudget.mayRetry(tries: tries) else { return false }
             usleep(UInt32(busySleepMicroseconds(afterTries: tries)))
             return true
         }

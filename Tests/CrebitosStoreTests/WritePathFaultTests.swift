@@ -1,6 +1,7 @@
 import CrebitosLedger
 @testable import CrebitosStore
 import GRDB
+import Synchronization
 import XCTest
 
 /// What a write answers when it cannot be carried out, with SQLite-specific ways of
@@ -226,6 +227,42 @@ final class WritePathFaultTests: XCTestCase {
         let write = Task { try await ledger.apply(request, toClient: 5) }
         let error = await refusal(write)
         XCTAssertEqual(error, .notWritten(.transactionFailed))
+        finish.signal()
+        XCTAssertEqual(try storedDescriptions(ledger), [])
+        try outsider.close()
+    }
+
+    /// The sqlite3 CLI in a `BEGIN IMMEDIATE` (the README sends operators there) holds SQLite's
+    /// lock outside our flock. The writer waits for it only until its writes' deadline, then
+    /// refuses them as late (not after the 10 s busy timeout, as a failed BEGIN), and a
+    /// statement is still answered meanwhile.
+    func testAnOutsideWriteLockIsWaitedForOnlyUntilTheDeadlineAndStatementsStillAnswer() async throws {
+        let ledger = try open { $0.writeDeadline = .milliseconds(300) }
+        defer { try? ledger.close() }
+        let outsider = try DatabaseQueue(path: directory.databasePath)
+        let started = DispatchSemaphore(value: 0)
+        let finish = DispatchSemaphore(value: 0)
+        let released = Mutex(false)
+        let holder = Thread {
+            try? outsider.writeWithoutTransaction { db in
+                try db.execute(sql: "BEGIN IMMEDIATE")
+                started.signal()
+                // Held until the test is done, or 4 s at most: a writer that waits for the
+                // lock past its deadline would then get it, and be refused only after.
+                _ = finish.wait(timeout: .now() + 4)
+                try db.execute(sql: "ROLLBACK")
+                released.withLock { $0 = true }
+            }
+        }
+        holder.start()
+        started.wait()
+        let request = try credit("cliheld")
+        let write = Task { try await ledger.apply(request, toClient: 5) }
+        let statement = try await ledger.statement(forClient: 5)
+        XCTAssertNotNil(statement, "a statement reads its snapshot while the CLI holds the write lock")
+        let error = await refusal(write)
+        XCTAssertEqual(error, .notWritten(.deadlineExceeded))
+        XCTAssertFalse(released.withLock { $0 }, "refused at its deadline, while the lock was still held, not once it was free")
         finish.signal()
         XCTAssertEqual(try storedDescriptions(ledger), [])
         try outsider.close()
