@@ -69,7 +69,9 @@ public func buildApplication(_ settings: ServerSettings, handleSignals: Bool = t
     func makeServer<L: Ledger>(_ ledger: L) -> (service: any Service, listeningAddress: EventLoopFuture<SocketAddress>) {
         let responder = APIResponder(ledger: ledger, instanceName: settings.instanceName, metrics: metrics, logger: logger)
         let server = HTTPServer(
-            configuration: .init(address: settings.listen, timeouts: settings.timeouts, drainPeriod: settings.drainPeriod),
+            configuration: .init(
+                address: settings.listen, timeouts: settings.timeouts, drainPeriod: settings.drainPeriod,
+                maximumConnections: settings.maximumConnections),
             responder: responder, group: eventLoopGroup, logger: logger)
         return (server, server.listeningAddress)
     }

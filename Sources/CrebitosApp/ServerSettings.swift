@@ -33,6 +33,10 @@ public struct ServerSettings: Sendable {
     /// How long a write may wait for its turn (the other instance holding the lock, a
     /// stalled disk) before it is answered 503 without being written.
     public var writeDeadline: Duration = .seconds(2)
+    /// Connections one instance serves at once; beyond it a new one is closed at once.
+    /// nginx keeps 64 idle ones per worker and opens more under bursts: 4096 is far above
+    /// what the contest's load needs and far below what would exhaust the instance's memory.
+    public var maximumConnections: Int = 4096
 
     public init(
         databasePath: String = Setting.database.defaultValue,

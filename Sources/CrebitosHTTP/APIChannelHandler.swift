@@ -12,8 +12,8 @@ import Darwin
 
 /// Limits on how long a connection may take to send a request, and may sit idle.
 public struct ConnectionTimeouts: Sendable {
-    /// From a request's head to its last body byte. A client that trickles a body gets a
-    /// 408 and its connection is closed.
+    /// From a request's first byte to its last body byte. A client that trickles a head or
+    /// a body gets a 408 and its connection is closed.
     public var requestBody: TimeAmount
     /// Between requests (and for a request's head to arrive). Longer than nginx's
     /// upstream `keepalive_timeout` (60 s), so nginx, not the instance, closes idle
@@ -59,16 +59,25 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
     private var deferred = CircularBuffer<HTTPServerRequestPart>()
     private var timer: RepeatedTask?
     private var date = HTTPDateCache()
+    private let arrival: RequestArrival
+    /// Set once the connection is closed or closing for good (by either side): from then on
+    /// nothing queued on it runs. A debit pipelined behind a slow write must not be applied
+    /// after the connection that carried it is gone, its answer going nowhere.
+    private var isClosed = false
 
     /// Beyond this many request parts waiting behind an unanswered request, the client
     /// is not using HTTP/1.1 pipelining in good faith: the connection is closed.
     private static var maximumDeferredParts: Int { 32 }
 
-    init(responder: APIResponder<L>, drain: ConnectionDrain, timeouts: ConnectionTimeouts, responseHeaders: ResponseHeaders) {
+    init(
+        responder: APIResponder<L>, drain: ConnectionDrain, timeouts: ConnectionTimeouts, responseHeaders: ResponseHeaders,
+        arrival: RequestArrival = RequestArrival()
+    ) {
         self.responder = responder
         self.drain = drain
         self.timeouts = timeouts
         self.responseHeaders = responseHeaders
+        self.arrival = arrival
     }
 
     // MARK: - Connection lifecycle
@@ -93,14 +102,26 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        abandonQueued()
         context.fireChannelInactive()
+    }
+
+    /// Closes the connection and drops every request part queued behind the one in flight.
+    private func closeConnection(context: ChannelHandlerContext) {
+        abandonQueued()
+        context.close(promise: nil)
+    }
+
+    private func abandonQueued() {
+        isClosed = true
+        deferred.removeAll()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ShutdownEvent {
             // The server stops: an idle connection closes now, a busy one after its answer
             // (the drain flag is set, so that answer carries `Connection: close`).
-            if case .idle = state { context.close(promise: nil) }
+            if case .idle = state { closeConnection(context: context) }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -111,8 +132,11 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
         switch state {
         case .receiving(_, let since) where now - since > timeouts.requestBody:
             answerEarly(.requestTimeout, context: context)
+        case .idle where arrival.firstByteOfNextRequest.map({ now - $0 > timeouts.requestBody }) == true:
+            // A head trickled byte by byte is bounded like a body, not by the idle timeout.
+            answerEarly(.requestTimeout, context: context)
         case .idle where now - lastActivity > timeouts.idle:
-            context.close(promise: nil)
+            closeConnection(context: context)
         default:
             break
         }
@@ -122,9 +146,10 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        if isClosed { return }
         if case .responding = state {
             deferred.append(part)
-            if deferred.count > Self.maximumDeferredParts { context.close(promise: nil) }
+            if deferred.count > Self.maximumDeferredParts { closeConnection(context: context) }
             return
         }
         handle(part, context: context)
@@ -150,6 +175,7 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
     }
 
     private func startRequest(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        arrival.firstByteOfNextRequest = nil
         keepAlive = head.isKeepAlive
         body.clear()
         state = .receiving(head, since: .now())
@@ -189,15 +215,26 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
 
     private func finish(_ response: APIResponse, context: ChannelHandlerContext) {
         guard case .responding(let route, let isHead, let since) = state else { return }
+        guard !isClosed else {
+            // Nobody to answer: the write (if it was one) happened or not, its client saw the
+            // connection close; what was queued behind it was dropped with the connection.
+            responder.metrics?.record(route, status: response.status, nanoseconds: (NIODeadline.now() - since).nanoseconds)
+            state = .closing
+            return
+        }
         let close = !keepAlive || drain.isDraining
         write(response, close: close, omitBody: isHead, context: context)
         responder.metrics?.record(route, status: response.status, nanoseconds: (NIODeadline.now() - since).nanoseconds)
         guard !close else {
             state = .closing
+            abandonQueued()
             return
         }
         state = .idle
         lastActivity = .now()
+        // Bytes seen since the head were this request's body: the next request's clock
+        // starts with its own first byte (one already buffered here is timed from its head).
+        arrival.firstByteOfNextRequest = nil
         while case .idle = state, let next = deferred.popFirst() {
             handle(next, context: context)
         }
@@ -211,6 +248,7 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
     private func answerEarly(_ error: APIError, context: ChannelHandlerContext) {
         if case .closing = state { return }
         state = .closing
+        deferred.removeAll()
         write(APIResponse(error, allocator: context.channel.allocator), close: true, omitBody: false, context: context)
     }
 
@@ -235,10 +273,34 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
                 answerEarly(APIError(.badRequest, "malformed HTTP request (\(error))"), context: context)
                 return
             }
-            context.close(promise: nil)
+            closeConnection(context: context)
         case .responding, .closing:
-            context.close(promise: nil)
+            closeConnection(context: context)
         }
+    }
+}
+
+/// When the first byte of a request that has not become a head yet arrived, shared by a
+/// connection's ``RequestArrivalHandler`` (which sees bytes) and its ``APIChannelHandler``
+/// (which sees requests). Both run on the connection's event loop.
+final class RequestArrival {
+    var firstByteOfNextRequest: NIODeadline?
+}
+
+/// Notes when bytes arrive while no request is being read, before NIO's decoder turns them
+/// into a head: so a head sent one byte at a time is timed like a body.
+final class RequestArrivalHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let arrival: RequestArrival
+
+    init(arrival: RequestArrival) {
+        self.arrival = arrival
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if arrival.firstByteOfNextRequest == nil { arrival.firstByteOfNextRequest = .now() }
+        context.fireChannelRead(data)
     }
 }
 

@@ -30,15 +30,18 @@ public final class HTTPServer<L: Ledger>: Service, Sendable {
         public var timeouts: ConnectionTimeouts
         public var drainPeriod: Duration
         public var backlog: Int32
+        /// Connections served at once; a connection beyond it is closed as it is accepted.
+        public var maximumConnections: Int
 
         public init(
             address: ListenAddress, timeouts: ConnectionTimeouts = ConnectionTimeouts(),
-            drainPeriod: Duration = .seconds(1), backlog: Int32 = 1024
+            drainPeriod: Duration = .seconds(1), backlog: Int32 = 1024, maximumConnections: Int = 4096
         ) {
             self.address = address
             self.timeouts = timeouts
             self.drainPeriod = drainPeriod
             self.backlog = backlog
+            self.maximumConnections = maximumConnections
         }
     }
 
@@ -106,13 +109,23 @@ public final class HTTPServer<L: Ledger>: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
+                guard track(channel) else {
+                    // Over the cap: closed before any byte is read (nginx tries the other
+                    // instance); NIO closes a child channel whose initializer fails.
+                    return channel.eventLoop.makeFailedFuture(ConnectionLimitReached())
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    let arrival = RequestArrival()
+                    // Backpressure: a client that sends requests and does not read the answers
+                    // stops being read once the answers it has not read fill the socket's
+                    // buffer (NIO's writability), instead of growing the instance's memory.
+                    try channel.pipeline.syncOperations.addHandler(BackPressureHandler())
+                    try channel.pipeline.syncOperations.addHandler(RequestArrivalHandler(arrival: arrival))
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
                     try channel.pipeline.syncOperations.addHandler(APIChannelHandler(
                         responder: responder, drain: drain, timeouts: configuration.timeouts,
-                        responseHeaders: ResponseHeaders(instanceName: responder.instanceName)))
-                    track(channel)
+                        responseHeaders: ResponseHeaders(instanceName: responder.instanceName), arrival: arrival))
                 }
             }
         switch configuration.address {
@@ -134,11 +147,21 @@ public final class HTTPServer<L: Ledger>: Service, Sendable {
         }
     }
 
-    private func track(_ channel: any Channel) {
+    struct ConnectionLimitReached: Error {}
+
+    /// Records an accepted connection until it closes; false (and not recorded) when the
+    /// instance already serves ``Configuration/maximumConnections``.
+    private func track(_ channel: any Channel) -> Bool {
         let id = ObjectIdentifier(channel)
-        connections.withLock { $0[id] = channel }
+        let admitted = connections.withLock { connections in
+            guard connections.count < configuration.maximumConnections else { return false }
+            connections[id] = channel
+            return true
+        }
+        guard admitted else { return false }
         channel.closeFuture.whenComplete { [self] _ in
             _ = connections.withLock { $0.removeValue(forKey: id) }
         }
+        return true
     }
 }

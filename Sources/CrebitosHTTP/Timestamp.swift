@@ -14,7 +14,14 @@ enum Timestamp {
         let (seconds, fraction) = floorDivision(microseconds, 1_000_000)
         let (days, secondOfDay) = floorDivision(seconds, 86_400)
         let (year, month, day) = civilDate(daysSinceEpoch: days)
-        write(year, digits: 4, into: &buffer)
+        if (0...9999).contains(year) {
+            write(year, digits: 4, into: &buffer)
+        } else {
+            // Only a hand-edited row gets here (every stored time is a real clock's): ISO 8601's
+            // expanded years, `-000001` or `+012345`, rather than a crash or a wrong year.
+            buffer.writeInteger(UInt8(ascii: year < 0 ? "-" : "+"))
+            write(year.magnitude, digits: 6, into: &buffer)
+        }
         buffer.writeInteger(UInt8(ascii: "-"))
         write(month, digits: 2, into: &buffer)
         buffer.writeInteger(UInt8(ascii: "-"))
@@ -52,8 +59,14 @@ enum Timestamp {
     }
 
     private static func write(_ value: Int64, digits: Int, into buffer: inout ByteBuffer) {
-        var divisor: Int64 = 1
+        write(UInt64(value), digits: digits, into: &buffer)
+    }
+
+    /// `value` in at least `digits` decimal digits (more when it needs them).
+    private static func write(_ value: UInt64, digits: Int, into buffer: inout ByteBuffer) {
+        var divisor: UInt64 = 1
         for _ in 1..<digits { divisor *= 10 }
+        while value / divisor >= 10 { divisor *= 10 }
         var remaining = value
         while divisor > 0 {
             buffer.writeInteger(UInt8(ascii: "0") + UInt8(remaining / divisor % 10))

@@ -1,3 +1,5 @@
+import CrebitosStore
+import Foundation
 import NIOHTTP1
 import XCTest
 
@@ -57,6 +59,83 @@ final class ConnectionTests: XCTestCase {
             XCTAssertTrue(answer.contains("connection: close"), answer)
             XCTAssertTrue(connection.closedByServer)
             XCTAssertEqual(try server.storedTransactions, 0)
+        }
+    }
+
+    /// A head sent one byte at a time is bounded by the request timeout, like a body, not by
+    /// the (much longer) idle timeout.
+    func testATrickledHeadTimesOut() async throws {
+        try await TestServer.run(configure: {
+            $0.timeouts.requestBody = .milliseconds(300)
+            $0.timeouts.idle = .seconds(30)
+        }) { server in
+            let connection = try RawConnection(port: server.port)
+            for character in "GET /clientes/1/extrato HTTP/1.1\r\nHost: x\r\n" {
+                connection.send(String(character))
+                try await Task.sleep(for: .milliseconds(60))
+            }
+            let answer = connection.readUntilClosed()
+            XCTAssertTrue(answer.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"), answer)
+            XCTAssertTrue(connection.closedByServer)
+        }
+    }
+
+    /// Requests pipelined behind a write that waits (here: the lock held by someone else)
+    /// must not run once the connection is closed: by the server (more parts queued than it
+    /// accepts, or bytes that are not HTTP) or by the client (EOF). Only the write already
+    /// with the store may still be stored.
+    func testNothingQueuedBehindASlowWriteRunsAfterTheConnectionCloses() async throws {
+        let post = "POST /clientes/1/transacoes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(Self.valid.utf8.count)\r\n\r\n\(Self.valid)"
+        let endings: [(name: String, after: String, eof: Bool)] = [
+            ("too many parts queued", String(repeating: post, count: 20), false),
+            ("garbage after two requests", post + post + "\u{1}\u{2} not HTTP\r\n\r\n", false),
+            ("the client's EOF after two requests", post + post, true),
+        ]
+        for ending in endings {
+            try await TestServer.run { server in
+                let lock = try CrossProcessLock(path: CrossProcessLock.lockPath(forDatabase: server.settings.databasePath))
+                let held = DispatchSemaphore(value: 0)
+                let holder = Thread {
+                    _ = try? lock.withExclusiveLock {
+                        held.signal()
+                        usleep(700_000)
+                    }
+                }
+                holder.start()
+                held.wait()
+                let connection = try RawConnection(port: server.port)
+                connection.send(post + ending.after)
+                if ending.eof { connection.shutdownWrite() }
+                _ = connection.readUntilClosed()
+                try await Task.sleep(for: .milliseconds(1500))  // the lock is free again long before
+                XCTAssertLessThanOrEqual(try server.storedTransactions, 1, ending.name)
+            }
+        }
+    }
+
+    /// A client that sends requests and never reads the answers stops being read: its
+    /// sends block once the socket buffers are full, rather than the instance buffering
+    /// answers until its memory limit.
+    func testAClientThatNeverReadsIsNoLongerRead() async throws {
+        try await TestServer.run { server in
+            let connection = try RawConnection(port: server.port)
+            let flood = connection.flood("GET /health HTTP/1.1\r\nHost: x\r\n\r\n", limit: 64 << 20, seconds: 30)
+            XCTAssertTrue(flood.blocked, "sent \(flood.sent) bytes of requests without the server ever refusing to read")
+        }
+    }
+
+    func testConnectionsBeyondTheCapAreClosedAtOnce() async throws {
+        try await TestServer.run(configure: { $0.maximumConnections = 2 }) { server in
+            let first = try RawConnection(port: server.port)
+            let second = try RawConnection(port: server.port)
+            first.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            second.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            try await Task.sleep(for: .milliseconds(200))
+            let third = try RawConnection(port: server.port)
+            third.send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            XCTAssertEqual(third.readUntilClosed(), "")
+            XCTAssertTrue(third.closedByServer)
         }
     }
 

@@ -32,6 +32,39 @@ final class RawConnection {
         _ = bytes.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// Ends the sending side (the server reads EOF), keeping the receiving side open.
+    func shutdownWrite() {
+        shutdown(socket, Int32(SHUT_WR))
+    }
+
+    /// Sends `text` over and over without reading anything back, until the socket would
+    /// block (the server stopped reading) or `limit` bytes went out or `seconds` passed.
+    /// Returns the bytes sent and whether the socket would block.
+    func flood(_ text: String, limit: Int, seconds: Double) -> (sent: Int, blocked: Bool) {
+        let chunk = Array(String(repeating: text, count: max(1, 16_384 / max(1, text.utf8.count))).utf8)
+        let flags = fcntl(socket, F_GETFL)
+        _ = fcntl(socket, F_SETFL, flags | O_NONBLOCK)
+        defer { _ = fcntl(socket, F_SETFL, flags) }
+        let deadline = Date().addingTimeInterval(seconds)
+        var sent = 0
+        var wouldBlockSince: Date?
+        while sent < limit, Date() < deadline {
+            let count = chunk.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if count > 0 {
+                sent += count
+                wouldBlockSince = nil
+            } else if errno == EAGAIN || errno == EWOULDBLOCK {
+                // Blocked for a whole second: the server is not reading.
+                if let since = wouldBlockSince, Date().timeIntervalSince(since) > 1 { return (sent, true) }
+                wouldBlockSince = wouldBlockSince ?? Date()
+                usleep(10_000)
+            } else {
+                break
+            }
+        }
+        return (sent, false)
+    }
+
     /// Whether the last ``readUntilClosed()`` ended because the server closed the
     /// connection (rather than after 10 s without a byte).
     private(set) var closedByServer = false
@@ -43,7 +76,8 @@ final class RawConnection {
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
             let count = recv(socket, &chunk, chunk.count, 0)
-            if count == 0 { closedByServer = true }
+            // An orderly close, or a reset (a socket closed with bytes it never read).
+            if count == 0 || (count < 0 && errno == ECONNRESET) { closedByServer = true }
             if count <= 0 { break }
             received += chunk[..<count]
         }

@@ -58,6 +58,16 @@ final class TransactionPayloadTests: XCTestCase {
         }
     }
 
+    /// A hand-edited realizada_em outside years 0-9999 (negative, or far in the future) gets
+    /// ISO 8601's expanded year instead of trapping the process, which took every statement of
+    /// that client down with it.
+    func testTimestampsOutsideFourDigitYearsAreExpandedNotACrash() {
+        XCTAssertEqual(Timestamp.iso8601(microseconds: -62_167_219_200_000_001), "-000001-12-31T23:59:59.999999Z")
+        XCTAssertEqual(Timestamp.iso8601(microseconds: 253_402_300_800_000_000), "+010000-01-01T00:00:00.000000Z")
+        XCTAssertEqual(Timestamp.iso8601(microseconds: .min), "-290308-12-21T19:59:05.224192Z")
+        XCTAssertEqual(Timestamp.iso8601(microseconds: .max), "+294247-01-10T04:00:54.775807Z")
+    }
+
     /// Property: any transaction, written as JSON with random whitespace, member order,
     /// extra members and escapes, decodes to itself.
     func testRandomValidDocumentsDecodeExactly() throws {
