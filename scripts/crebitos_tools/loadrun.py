@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 
-from . import REPO, PACKAGE, SCRIPTS, ledger, loadtest_audit, plot, report, score, stackctl, venv
+from . import REPO, PACKAGE, SCRIPTS, diskprobe, ledger, loadtest_audit, plot, report, score, stackctl, venv
 from .clients import LIMITS
 from .progress import Progress, tail_records
 
@@ -149,6 +149,12 @@ class Measurement(threading.Thread):
                 round(max(0.0, busy - irq - cpu["stack_cpu_s"] - k6_usage["cpu_s"]), 2)}
 
 
+def probe_directory(args):
+    """Where the disk probe writes: beside the SQLite file, else (PostgreSQL) in the state dir."""
+    directory = os.path.dirname(args.db) if not ledger.is_postgres(args.db) else args.state_dir
+    return directory if os.path.isdir(directory) else REPO
+
+
 def progress_item(line):
     """(phase, ms, ok) of one k6 record line: "v" records are phases 1-2, the rest phase 3."""
     r = score.Record.parse(line)
@@ -247,12 +253,16 @@ def main(args):
         raise SystemExit("loadtest: nothing answers GET %s/clientes/1/extrato" % args.url)
     db_ok, since_id = find_ledger(args, fresh)
     measurement = Measurement(args.state_dir, args.run_dir)
+    # The disk beside the stack: its syncs over the same seconds, in the database's directory
+    # (a PostgreSQL stack's data directory is in the state dir, on the same disk here).
+    probe = diskprobe.start(probe_directory(args), os.path.join(args.run_dir, "disk-probe.csv"))
     res = dict(provenance(args), label=args.label, command=" ".join(["scripts/loadtest"] + sys.argv[1:]),
                started_at=args.started.strftime("%Y-%m-%d %H:%M:%S UTC"), run_dir=in_repo(args.run_dir),
                profile={"scale": args.scale, "ramp_s": args.profile["ramp_s"], "plateau_s": args.profile["plateau_s"],
                         "sync": "as started by others" if args.no_stack else args.sync, "fresh": fresh, "url": args.url})
     k6_rc, k6_usage = run_k6(args, measurement)
     measurement.stop()
+    disk = probe.stop()
 
     path = lambda name: os.path.join(args.run_dir, name)
     records = score.read_records(path("records.log")) if os.path.exists(path("records.log")) else []
@@ -265,6 +275,9 @@ def main(args):
     sc["quiet"] = score.quiet_stats(records, score.read_cpu(path("cpu.csv")))
     res["k6"] = dict(k6_usage, exit_code=k6_rc)
     res.update(measurement.fields(sc["responses"], k6_usage))
+    res["disk_probe"] = dict(disk, directory=in_repo(probe_directory(args)))
+    sc["latency_ms_by_kind"] = {name: score.latency_stats([r.rt for r in records if r.phase == kind])
+                                for kind, name in score.KINDS.items()}
     if db_ok:
         res["audit"] = loadtest_audit.audit(args.db, records, since_id)
     else:

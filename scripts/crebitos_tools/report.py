@@ -49,7 +49,8 @@ def figures(res):
              group_cpu_s={n: (c.get("groups") or {}).get(n, {}).get("cpu_s", 0) for n in ("nginx", "api01", "api02")},
              rss={p["name"]: p["peak_rss_mb"] for p in res.get("processes") or []},
              audit="clean" if (res.get("audit") or {}).get("ok") else "FAILED", verdict=res.get("verdict"),
-             run_dir=res.get("run_dir"))
+             run_dir=res.get("run_dir"), disk=res.get("disk_probe") or {},
+             statements=(s.get("latency_ms_by_kind") or {}).get("statements") or {})
     return f
 
 
@@ -70,7 +71,16 @@ def summary_text(res):
             s["ok"], s["ko"], s["ok_under_250ms_pct"], s["debits_refused_422"])]
     if s.get("validations"):
         lines.append("  phases 1-2 %d/%d validations passed" % (s["validations_ok"], s["validations"]))
-    lines += ["  latency   %s (connection set-up included)" % percentiles_ms(s["latency_ms"]),
+    lines.append("  latency   %s (connection set-up included)" % percentiles_ms(s["latency_ms"]))
+    for kind in ("debits", "credits", "statements"):
+        by_kind = (s.get("latency_ms_by_kind") or {}).get(kind)
+        if by_kind and by_kind.get("count"):
+            lines.append("     %-10s %s" % (kind, percentiles_ms(by_kind)))
+    disk = res.get("disk_probe")
+    if disk and disk.get("count"):
+        lines.append("  disk      %d syncs of a 4 KB append in %s over the same seconds: %s; %d over 50 ms" % (
+            disk["count"], disk["directory"], percentiles_ms(disk), disk.get("over_50_ms", 0)))
+    lines += [
               "  rate      %.1f req/s mean over phase 3%s, peak %d in one second" % (
                   f["rps_mean"] or 0, ", %.1f on the plateau" % f["rps_plateau"] if f["rps_plateau"] else "", s.get("rps_peak_1s", 0))]
     if q.get("requests"):
@@ -118,6 +128,9 @@ COMPARE = [
     ("inconsistencies", lambda f: str(f["inconsistencies"])), ("**payout**", lambda f: "**USD {:,.2f}**".format(f["payout_usd"])),
     ("ledger audit", lambda f: f["audit"]), ("p50 / p90 ms", lambda f: "%s / %s" % (fmt_ms(f["p50"]), fmt_ms(f["p90"]))),
     ("p99 / p99.9 ms", lambda f: "%s / %s" % (fmt_ms(f["p99"]), fmt_ms(f["p99_9"]))), ("max ms", lambda f: fmt_ms(f["max"])),
+    ("statements (GET) p99 / max ms", lambda f: "%s / %s" % (fmt_ms(f["statements"].get("p99")), fmt_ms(f["statements"].get("max")))),
+    ("disk probe: sync p99 / p99.9 / max ms (over 50 ms)", lambda f: "%s / %s / %s (%s)" % (
+        fmt_ms(f["disk"].get("p99")), fmt_ms(f["disk"].get("p99_9")), fmt_ms(f["disk"].get("max")), f["disk"].get("over_50_ms", "-"))),
     ("quiet seconds (others < 0.1 core)", lambda f: "%s of %s s" % (f["quiet_seconds"], f["seconds"])),
     ("quiet p50 / p99 / p99.9 / max ms", lambda f: " / ".join(fmt_ms(f["quiet"].get(p)) for p in ("p50", "p99", "p99_9", "max"))),
     ("req/s on the plateau (mean over phase 3)", lambda f: "%s (%s)" % (f["rps_plateau"], f["rps_mean"])),

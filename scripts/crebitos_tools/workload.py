@@ -61,10 +61,10 @@ class Intent:
 
 
 class Statement:
-    __slots__ = ("t0", "client", "status", "error", "instance", "total", "limite")
+    __slots__ = ("t0", "t1", "client", "status", "error", "instance", "total", "limite")
 
     def __init__(self, t0, client):
-        self.t0, self.client = t0, client
+        self.t0, self.t1, self.client = t0, None, client
         self.status, self.error, self.instance, self.total, self.limite = 0, None, None, None, None
 
 
@@ -122,7 +122,8 @@ class Workload:
                 st.total, st.limite = saldo.get("total"), saldo.get("limite")
         except httpc.HTTPError as e:
             st.error = e.kind
-        self.finished.append((None, (self.now() - st.t0) * 1000, st.status == 200))
+        st.t1 = self.now()
+        self.finished.append((None, (st.t1 - st.t0) * 1000, st.status == 200))
 
     def _room(self):
         """Whether one more arrival may start; past max_inflight it is skipped (and counted)."""
