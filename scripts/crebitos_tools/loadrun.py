@@ -82,7 +82,10 @@ def prepare_stack(args):
         for f in [args.db + suffix for suffix in ("", "-wal", "-shm", "-journal") if os.path.exists(args.db + suffix)]:
             os.remove(f)
         log("removed %s (and its -wal/-shm)" % args.db)
-    rc = run_logged([os.path.join(SCRIPTS, "stack-up")] + (args.stack_arg or []), args.env, stack_log)
+    # --fresh as well: it is what empties a PostgreSQL stack's database (its cluster), which
+    # the file removal above does not touch. Without it a second run on PostgreSQL started
+    # on the first one's balances, and phases 1-2 failed their checks of untouched balances.
+    rc = run_logged([os.path.join(SCRIPTS, "stack-up"), "--fresh"] + (args.stack_arg or []), args.env, stack_log)
     if rc != 0:
         tail(stack_log, 3000)
         raise SystemExit("loadtest: scripts/stack-up failed (exit %d), see %s" % (rc, stack_log))
