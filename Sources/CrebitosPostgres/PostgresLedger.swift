@@ -8,12 +8,14 @@ import Synchronization
 /// of hosts: the server's row locks and transactions do what the SQLite store's lock file
 /// and `BEGIN IMMEDIATE` do.
 ///
-/// - A write is one transaction on a pooled connection: `UPDATE clientes ... WHERE id = $1
-///   AND saldo + delta >= -limite RETURNING` checks the limit and moves the balance in one
-///   statement under the client's row lock, and the transaction row is inserted by the
-///   same statement (a data-modifying CTE). The answer is sent after `COMMIT` returned;
-///   with the server's default `synchronous_commit = on` the commit is then flushed to the
-///   server's WAL.
+/// - A write is one READ COMMITTED transaction on a pooled connection: `UPDATE clientes
+///   ... WHERE id = $1 AND saldo + delta >= -limite RETURNING` checks the limit and moves
+///   the balance in one statement under the client's row lock, and the transaction row is
+///   inserted by the same statement (a data-modifying CTE). That is three round trips to
+///   the server (BEGIN, the statement, COMMIT; each `query` is one Parse/Bind/Execute/Sync
+///   exchange), four for a refusal (one more read tells why, then ROLLBACK), six with an
+///   Idempotency-Key. The answer is sent after `COMMIT` returned; with the server's default
+///   `synchronous_commit = on` the commit is then flushed to the server's WAL.
 /// - With an Idempotency-Key the client's row is locked first (`SELECT ... FOR UPDATE`),
 ///   so requests of one client with one key are serialised across processes: the second
 ///   finds the first's record (READ COMMITTED takes a new snapshot per statement).
@@ -32,10 +34,15 @@ public final class PostgresLedger: Ledger {
     private let runTask: Task<Void, Never>
     private let keysInFlight = InFlightIdempotencyKeys()
     private let state = Mutex(State())
+    private let taskCount = Counter()
 
     private struct State {
         var isClosing = false
+        /// Requests not answered yet (close() waits for them).
         var operations = 0
+        /// Requests whose work has not ended, answered or not: bounded by
+        /// ``PostgresStoreConfiguration/maximumRequestsInFlight``.
+        var working = 0
     }
 
     private init(configuration: PostgresStoreConfiguration, client: PostgresClient, runTask: Task<Void, Never>, logger: Logger) {
@@ -51,34 +58,50 @@ public final class PostgresLedger: Ledger {
     public static func open(_ configuration: PostgresStoreConfiguration, logger: Logger = Logger(label: "crebitos.postgres")) async throws -> PostgresLedger {
         var pool: PostgresClient.Configuration
         let url = configuration.url
+        let tls = try url.tlsConfiguration()
         switch url.endpoint {
         case .tcp(let host, let port):
-            pool = .init(host: host, port: port, username: url.user, password: url.password, database: url.database, tls: .disable)
+            pool = .init(host: host, port: port, username: url.user, password: url.password, database: url.database, tls: tls.pool)
         case .unixSocket(let directory, let port):
             pool = .init(unixSocketPath: "\(directory)/.s.PGSQL.\(port)", username: url.user, password: url.password, database: url.database)
         }
         pool.options.maximumConnections = max(1, configuration.maximumConnections)
         pool.options.minimumConnections = 0
         let deadline = String(max(1, configuration.writeDeadline.wholeMilliseconds))
-        pool.options.additionalStartupParameters = [
-            // A statement waiting longer than this (a row lock held by a stuck transaction)
-            // is cancelled and rolled back by the server: "not written", in bounded time.
+        let sessionSettings = [
+            // A statement running longer than this (a stalled disk, a lock wait not caught
+            // by lock_timeout) is cancelled and rolled back by the server: "not written",
+            // in bounded time.
             ("statement_timeout", deadline),
             // A transaction left open by a frozen process is ended by the server, so the
             // client row it locked is not held forever.
             ("idle_in_transaction_session_timeout", deadline),
+            // The server probes an idle connection after 10 s, so the backend (and any
+            // transaction) of an instance whose host vanished ends in about 25 s instead
+            // of the kernel's 2 hours. (postgres-nio's pool offers no socket options: this
+            // side relies on the deadlines, which close a connection whose query was
+            // abandoned, and on the pool's keep-alive query on idle connections.)
+            ("tcp_keepalives_idle", "10"),
+            ("tcp_keepalives_interval", "5"),
+            ("tcp_keepalives_count", "3"),
             ("application_name", "crebitos"),
+        ]
+        pool.options.additionalStartupParameters = sessionSettings + [
+            // A write waiting this long for a client's row lock gives up: "not written",
+            // long before the statement deadline. (Not on the schema's connection below:
+            // instances starting together wait for each other's advisory lock.)
+            ("lock_timeout", String(max(1, configuration.lockTimeout.wholeMilliseconds))),
         ]
         // The schema on a connection of its own, before the pool exists: a server that
         // cannot be reached fails the start at once (the pool would retry for a minute).
         var single: PostgresConnection.Configuration
         switch url.endpoint {
         case .tcp(let host, let port):
-            single = .init(host: host, port: port, username: url.user, password: url.password, database: url.database, tls: .disable)
+            single = .init(host: host, port: port, username: url.user, password: url.password, database: url.database, tls: tls.connection)
         case .unixSocket(let directory, let port):
             single = .init(unixSocketPath: "\(directory)/.s.PGSQL.\(port)", username: url.user, password: url.password, database: url.database)
         }
-        single.options.additionalStartupParameters = pool.options.additionalStartupParameters
+        single.options.additionalStartupParameters = sessionSettings
         let connection = try await PostgresConnection.connect(configuration: single, id: 0, logger: logger)
         do {
             try await PostgresSchema.prepare(connection, logger: logger)
@@ -117,74 +140,155 @@ public final class PostgresLedger: Ledger {
     /// was told "not written", the write can only roll back; once COMMIT was sent, an
     /// expired deadline can only say "outcome unknown".
     /// A statement read uses it too (it never commits): its deadline answers "unavailable".
+    ///
+    /// It also knows the pooled connection the work is using, if any: a deadline that
+    /// answers for the work closes that connection, so the abandoned query ends at once
+    /// (postgres-nio cannot cancel a query) instead of holding the connection, and the
+    /// work's memory, until a stalled server answers, if it ever does. Its server rolls the
+    /// transaction back when it sees the connection closed (or, if COMMIT had arrived,
+    /// commits it: "outcome unknown" was the answer).
+    ///
+    /// A query sent on a connection that was already closed never returns (postgres-nio
+    /// drops it without failing it; the pool can hand out a connection whose close it has
+    /// not processed yet): the work refuses a closed connection before each query
+    /// (`send`), and the deadline lets the work go (``endWork()``) whatever it is doing, so
+    /// that a request counts against the bound until it was answered and its connection
+    /// closed, never longer.
     final class Attempt<Value: Sendable>: Sendable {
         private enum Phase { case running, committing, answered }
-        private let phase = Mutex(Phase.running)
+        private struct State {
+            var phase = Phase.running
+            var connection: PostgresConnection?
+            var expired = false
+            var workEnded = false
+            var work: Task<Void, Never>?
+        }
+        private let state = Mutex(State())
         private let completion: @Sendable (Result<Value, any Error>) -> Void
+        private let onWorkEnded: @Sendable () -> Void
 
-        init(_ completion: @escaping @Sendable (Result<Value, any Error>) -> Void) {
+        init(_ completion: @escaping @Sendable (Result<Value, any Error>) -> Void, onWorkEnded: @escaping @Sendable () -> Void = {}) {
             self.completion = completion
+            self.onWorkEnded = onWorkEnded
         }
 
         /// Called before sending COMMIT: false when the client was already answered, and
         /// the transaction must be rolled back instead.
         func startCommit() -> Bool {
-            phase.withLock { phase in
-                guard phase == .running else { return false }
-                phase = .committing
+            state.withLock { state in
+                guard state.phase == .running else { return false }
+                state.phase = .committing
                 return true
             }
         }
 
-        var commitSent: Bool { phase.withLock { $0 == .committing } }
+        var commitSent: Bool { state.withLock { $0.phase == .committing } }
+
+        /// The work is about to run queries on `connection`; throws "not written" when its
+        /// deadline has already answered, or the connection is closed: the work must not start.
+        func use(_ connection: PostgresConnection) throws(LedgerUnavailable) {
+            guard !connection.isClosed else { throw .notWritten(.transactionFailed) }
+            let expired = state.withLock { state in
+                guard !state.expired else { return true }
+                state.connection = connection
+                return false
+            }
+            if expired { throw .notWritten(.deadlineExceeded) }
+        }
+
+        /// The work is done with its connection (it goes back to the pool): from now on
+        /// the deadline must not touch it.
+        func release() {
+            state.withLock { $0.connection = nil }
+        }
+
+        /// The task doing the work, for the deadline to cancel (a connection it still
+        /// waits for in the pool).
+        func setWork(_ task: Task<Void, Never>) {
+            let cancelNow = state.withLock { state in
+                state.work = task
+                return state.expired
+            }
+            if cancelNow { task.cancel() }
+        }
+
+        /// The work ended, or was let go by the deadline: once.
+        func endWork() {
+            let first = state.withLock { state in
+                defer { state.workEnded = true; state.work = nil }
+                return !state.workEnded
+            }
+            if first { onWorkEnded() }
+        }
 
         func answer(_ result: Result<Value, any Error>) {
-            let first = phase.withLock { phase in
-                defer { phase = .answered }
-                return phase != .answered
+            let first = state.withLock { state in
+                defer { state.phase = .answered }
+                return state.phase != .answered
             }
             if first { completion(result) }
         }
 
         /// The deadline passed: "not written" if COMMIT was not sent (and now never will
-        /// be), "outcome unknown" if it was; nothing if the write already answered.
+        /// be), "outcome unknown" if it was; nothing if the work already answered. A
+        /// connection still in use is closed (under the lock, so that a connection the work
+        /// released, and another request may have leased, is never closed), and the work
+        /// cancelled.
         func expire() {
-            let before = phase.withLock { phase in
-                defer { phase = .answered }
-                return phase
+            let (before, work) = state.withLock { state in
+                defer { state.phase = .answered }
+                state.expired = true
+                if let connection = state.connection {
+                    let _: EventLoopFuture<Void> = connection.close()
+                    state.connection = nil
+                }
+                return (state.phase, state.work)
             }
+            work?.cancel()
             switch before {
             case .running: completion(.failure(LedgerUnavailable.notWritten(.deadlineExceeded)))
             case .committing: completion(.failure(LedgerUnavailable.outcomeUnknown))
             case .answered: break
             }
+            // Let the work go: it ends soon (its connection closed, its lease cancelled), or,
+            // if its connection closed under a query being sent, never; either way it must
+            // not keep a place under the bound. (Tasks still running: ``tasksRunning``.)
+            endWork()
         }
     }
 
     typealias WriteAttempt = Attempt<TransactionReceipt>
 
     /// Runs `work` for a request and answers it through `completion` once: with its result,
-    /// or when `deadline` passed first (``Attempt/expire()``). The operation is counted from
-    /// begin() here to the answer (close() waits for it); once closing, nothing starts.
+    /// or when `deadline` passed first (``Attempt/expire()``: the connection the work uses
+    /// is closed, and the work cancelled, so it ends too). The operation is counted from
+    /// begin() here to the answer (close() waits for it); the work from begin() to its end,
+    /// answered or not: beyond ``PostgresStoreConfiguration/maximumRequestsInFlight`` of
+    /// them a request is refused at once ("not written", queue full), so a server that
+    /// stalls cannot make the instance hold an ever-growing pile of requests. Once closing,
+    /// nothing starts.
     private func answerWithin<Value: Sendable>(
         _ deadline: Duration,
         completion: @escaping @Sendable (Result<Value, any Error>) -> Void,
         _ work: @escaping @Sendable (Attempt<Value>) async -> Result<Value, any Error>
     ) {
-        guard begin() else { return completion(.failure(LedgerUnavailable.notWritten(.shuttingDown))) }
-        let attempt = Attempt<Value> { result in
+        if let refusal = begin() { return completion(.failure(LedgerUnavailable.notWritten(refusal))) }
+        let attempt = Attempt<Value>({ result in
             self.end()
             completion(result)
-        }
+        }, onWorkEnded: { self.workEnded() })
         let watchdog = Task {
             try? await Task.sleep(for: deadline)
             guard !Task.isCancelled else { return }
             attempt.expire()
         }
-        Task {
+        attempt.setWork(Task {
+            self.taskCount.add(1)
             attempt.answer(await work(attempt))
             watchdog.cancel()
-        }
+            attempt.endWork()
+            self.taskCount.subtract(1)
+        })
     }
 
     private func write(_ request: TransactionRequest, clientID: Int64, key: IdempotencyKey?, attempt: WriteAttempt) async -> Result<TransactionReceipt, LedgerUnavailable> {
@@ -195,6 +299,8 @@ public final class PostgresLedger: Ledger {
         do {
             let receipt: TransactionReceipt = try await client.withConnection { connection -> TransactionReceipt in
                 guard ContinuousClock.now < deadline else { throw LedgerUnavailable.notWritten(.deadlineExceeded) }
+                try attempt.use(connection)
+                defer { attempt.release() }
                 let now = configuration.wallClock()
                 return try await Self.inTransaction(connection, attempt: attempt, logger: logger) {
                     if let key {
@@ -217,25 +323,28 @@ public final class PostgresLedger: Ledger {
         _ connection: PostgresConnection, attempt: WriteAttempt, logger: Logger,
         _ body: () async throws -> (TransactionReceipt, wrote: Bool)
     ) async throws -> TransactionReceipt {
-        try await connection.query("BEGIN", logger: logger)
+        // Pinned: the key path relies on READ COMMITTED's new snapshot per statement, and
+        // under REPEATABLE READ a write that waited for a row lock would fail with a
+        // serialization error; a database's default_transaction_isolation must not change it.
+        try await connection.send("BEGIN ISOLATION LEVEL READ COMMITTED", logger: logger)
         let result: (TransactionReceipt, wrote: Bool)
         do {
             result = try await body()
         } catch {
-            _ = try? await connection.query("ROLLBACK", logger: logger)
+            _ = try? await connection.send("ROLLBACK", logger: logger)
             throw error
         }
         guard result.wrote else {
             // A refusal, a replay or an unknown client: nothing was written.
-            try await connection.query("ROLLBACK", logger: logger)
+            try await connection.send("ROLLBACK", logger: logger)
             return result.0
         }
         guard attempt.startCommit() else {
             // Answered "not written" by its deadline meanwhile: it must stay so.
-            _ = try? await connection.query("ROLLBACK", logger: logger)
+            _ = try? await connection.send("ROLLBACK", logger: logger)
             throw LedgerUnavailable.notWritten(.deadlineExceeded)
         }
-        try await connection.query("COMMIT", logger: logger)
+        try await connection.send("COMMIT", logger: logger)
         return result.0
     }
 
@@ -246,13 +355,13 @@ public final class PostgresLedger: Ledger {
         _ request: TransactionRequest, clientID: Int64, key: IdempotencyKey, at now: Int64,
         on connection: PostgresConnection, logger: Logger
     ) async throws -> (TransactionReceipt, wrote: Bool) {
-        let locked = try await connection.query(
+        let locked = try await connection.send(
             "SELECT limite, saldo FROM clientes WHERE id = \(clientID) FOR UPDATE", logger: logger
         ).collect()
         // A request for a client that does not exist stores nothing, not even its key.
         guard locked.first != nil else { return (TransactionReceipt(outcome: .unknownClient), false) }
         let fingerprint = IdempotencyRecord.fingerprint(of: request, clientID: clientID)
-        let recorded = try await connection.query(
+        let recorded = try await connection.send(
             "SELECT request, outcome, limite, saldo FROM idempotency_keys WHERE cliente_id = \(clientID) AND key = \(key.value)",
             logger: logger
         ).collect()
@@ -267,7 +376,7 @@ public final class PostgresLedger: Ledger {
         let outcome = try await change(request, clientID: clientID, at: now, on: connection, logger: logger)
         if outcome == .unknownClient { return (TransactionReceipt(outcome: outcome), false) }
         let record = IdempotencyRecord.encode(outcome)
-        try await connection.query(
+        try await connection.send(
             """
             INSERT INTO idempotency_keys (cliente_id, key, request, outcome, limite, saldo, created_at)
             VALUES (\(clientID), \(key.value), \(fingerprint), \(record.name), \(record.balance?.limit), \(record.balance?.balance), \(now))
@@ -284,7 +393,7 @@ public final class PostgresLedger: Ledger {
     ) async throws -> TransactionOutcome {
         let delta = request.balanceDelta
         let ceiling = TransactionRequest.maximumAmount
-        let updated = try await connection.query(
+        let updated = try await connection.send(
             """
             WITH u AS (
                 UPDATE clientes SET saldo = saldo + \(delta), ultima_em = GREATEST(\(now), ultima_em + 1)
@@ -302,7 +411,7 @@ public final class PostgresLedger: Ledger {
             let (limit, balance) = try row.decode((Int64, Int64).self)
             return .applied(Balance(limit: limit, balance: balance))
         }
-        let client = try await connection.query("SELECT limite, saldo FROM clientes WHERE id = \(clientID)", logger: logger).collect()
+        let client = try await connection.send("SELECT limite, saldo FROM clientes WHERE id = \(clientID)", logger: logger).collect()
         guard let row = client.first else { return .unknownClient }
         let (limit, balance) = try row.decode((Int64, Int64).self)
         let current = Balance(limit: limit, balance: balance)
@@ -310,23 +419,33 @@ public final class PostgresLedger: Ledger {
     }
 
     /// What a failed write promises the client.
+    ///
+    /// Before COMMIT was sent nothing can have been committed, whatever the error. After
+    /// it, only an error answer whose SQLSTATE means the transaction was rolled back says
+    /// "not written" (``commitFailureRolledBack(sqlState:)``); anything else (the connection
+    /// lost, a pooler's own error, a shutdown, an internal error) leaves the outcome unknown.
     static func unavailable(_ error: any Error, commitSent: Bool) -> LedgerUnavailable {
         if let error = error as? LedgerUnavailable { return error }
-        if let error = error as? PSQLError {
-            switch error.code {
-            case .server:
-                // The server answered with an error: the statement (or COMMIT) failed and
-                // its transaction was rolled back.
-                return .notWritten(.transactionFailed)
-            case .poolClosed:
-                return .notWritten(.shuttingDown)
-            default:
-                break
-            }
+        if !commitSent {
+            if let error = error as? PSQLError, error.code == .poolClosed { return .notWritten(.shuttingDown) }
+            return .notWritten(.transactionFailed)
         }
-        // Anything else (the connection lost, a protocol error): nothing can have been
-        // committed before COMMIT was sent; after it, nobody knows.
-        return commitSent ? .outcomeUnknown : .notWritten(.transactionFailed)
+        if let error = error as? PSQLError, error.code == .server, commitFailureRolledBack(sqlState: error.serverInfo?[.sqlState]) {
+            return .notWritten(.transactionFailed)
+        }
+        return .outcomeUnknown
+    }
+
+    /// Whether an error answer to COMMIT with this SQLSTATE means the transaction was rolled
+    /// back: class 40 (transaction rollback: serialization failure, deadlock, ...) except
+    /// 40003 (statement completion unknown), and class 23 (a deferred constraint checked at
+    /// COMMIT). PostgreSQL answers COMMIT with an error only when it did not commit, but a
+    /// pooler or proxy in between may answer with errors of its own (08xxx, 57xxx, XX000)
+    /// after the server committed; those, and everything else, are not taken as a rollback.
+    static func commitFailureRolledBack(sqlState: String?) -> Bool {
+        guard let sqlState, sqlState.utf8.count == 5 else { return false }
+        if sqlState == "40003" { return false }
+        return sqlState.hasPrefix("40") || sqlState.hasPrefix("23")
     }
 
     // MARK: Reads
@@ -336,17 +455,20 @@ public final class PostgresLedger: Ledger {
         forClient clientID: Int64,
         completion: @escaping @Sendable (Result<AccountStatement?, any Error>) -> Void
     ) {
-        answerWithin(configuration.writeDeadline * 2, completion: completion) { _ in
+        answerWithin(configuration.writeDeadline * 2, completion: completion) { attempt in
             do {
-                return .success(try await self.readStatement(forClient: clientID))
+                return .success(try await self.readStatement(forClient: clientID, attempt: attempt))
             } catch {
                 return .failure(error)
             }
         }
     }
 
-    private func readStatement(forClient clientID: Int64) async throws -> AccountStatement? {
-        let rows = try await client.query(
+    private func readStatement(forClient clientID: Int64, attempt: Attempt<AccountStatement?>) async throws -> AccountStatement? {
+        let rows = try await client.withConnection { connection in
+            try attempt.use(connection)
+            defer { attempt.release() }
+            return try await connection.send(
             """
             SELECT c.limite, c.saldo, t.valor, t.tipo, t.descricao, t.realizada_em
             FROM clientes c LEFT JOIN LATERAL (
@@ -357,7 +479,8 @@ public final class PostgresLedger: Ledger {
             ORDER BY t.id DESC
             """,
             logger: logger
-        ).collect()
+            ).collect()
+        }
         guard let first = rows.first else { return nil }
         let (limit, balance, _, _, _, _) = try first.decode((Int64, Int64, Int64?, String?, String?, Int64?).self)
         var entries: [StatementEntry] = []
@@ -392,17 +515,35 @@ public final class PostgresLedger: Ledger {
 
     // MARK: Life cycle
 
-    private func begin() -> Bool {
-        state.withLock { state in
-            guard !state.isClosing else { return false }
+    /// Counts a request in, or says why it is refused.
+    private func begin() -> LedgerUnavailable.Reason? {
+        let limit = configuration.maximumRequestsInFlight
+        return state.withLock { state in
+            guard !state.isClosing else { return .shuttingDown }
+            guard state.working < limit else { return .queueFull }
             state.operations += 1
-            return true
+            state.working += 1
+            return nil
         }
     }
 
     private func end() {
         state.withLock { $0.operations -= 1 }
     }
+
+    private func workEnded() {
+        state.withLock { $0.working -= 1 }
+    }
+
+    /// Requests not answered yet, or answered but their work not ended nor let go by the
+    /// deadline: what ``PostgresStoreConfiguration/maximumRequestsInFlight`` bounds.
+    public var requestsInFlight: Int {
+        state.withLock { $0.working }
+    }
+
+    /// Request tasks still running, let go or not (for tests: after a stall, it must come
+    /// back to zero: no task waits forever on a query that will never return).
+    var tasksRunning: Int { taskCount.value }
 
     /// The background services to run beside the server: the cleanup of expired
     /// idempotency records.
@@ -433,4 +574,24 @@ public enum PostgresStoreError: Error, Sendable, CustomStringConvertible {
         case .corrupt(let what): "unexpected data in the database: \(what)"
         }
     }
+}
+
+extension PostgresConnection {
+    /// `query`, refused when the connection is already closed: postgres-nio drops a query
+    /// sent on a closed channel without ever failing it, so the caller would wait forever
+    /// (the ROLLBACK after a query failed because its connection was closed did exactly
+    /// that). A close racing with the send is still possible; the deadline's answer and
+    /// its letting the work go (``PostgresLedger/Attempt/expire()``) cover that.
+    @discardableResult
+    func send(_ query: PostgresQuery, logger: Logger, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
+        guard !isClosed else { throw LedgerUnavailable.notWritten(.transactionFailed) }
+        return try await self.query(query, logger: logger, file: file, line: line)
+    }
+}
+
+final class Counter: Sendable {
+    private let count = Atomic<Int>(0)
+    func add(_ n: Int) { count.add(n, ordering: .relaxed) }
+    func subtract(_ n: Int) { count.subtract(n, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
 }

@@ -1,3 +1,5 @@
+import PostgresNIO
+
 /// Where a PostgreSQL server is and how to log in: `postgres://user:password@host:port/database`
 /// (or `postgresql://`). Parsed once, at start, by the settings; a URL this type refuses
 /// stops the process with ``ParseError/description`` naming what is wrong.
@@ -6,8 +8,12 @@
 ///   instead as `?host=/run/postgresql` (libpq's convention), with the host part empty.
 /// - `port` defaults to 5432, `user` to `postgres`, `database` to the user's name.
 /// - `user` and `password` may be percent-encoded.
-/// - The only query parameters understood are `host` and `sslmode=disable`: this store does
-///   not speak TLS, so asking for it is refused rather than silently ignored.
+/// - `sslmode` is libpq's: `disable` (the default here, unlike libpq's `prefer`: no
+///   TLS unless asked for), `prefer`, `require` (encrypted, the certificate not checked),
+///   `verify-ca` (signed by a trusted CA) or `verify-full` (and issued for the host name).
+///   `sslrootcert=/path/ca.pem` names the CA certificates to trust instead of the system's.
+///   Over a Unix socket there is no TLS, and `sslmode` is ignored, as libpq does.
+/// - Any other query parameter is refused rather than silently ignored.
 public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
     public enum Endpoint: Sendable, Hashable {
         case tcp(host: String, port: Int)
@@ -15,7 +21,17 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         case unixSocket(directory: String, port: Int)
     }
 
+    /// libpq's `sslmode` values.
+    public enum TLSMode: String, Sendable, Hashable, CaseIterable {
+        case disable, prefer, require
+        case verifyCA = "verify-ca"
+        case verifyFull = "verify-full"
+    }
+
     public let endpoint: Endpoint
+    public let tlsMode: TLSMode
+    /// `sslrootcert`: a PEM file of the CA certificates to trust (verify-ca, verify-full).
+    public let tlsRootCertificates: String?
     public let user: String
     public let password: String?
     public let database: String
@@ -91,6 +107,8 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         }
         guard (1...65_535).contains(port) else { throw fail("the port must be from 1 to 65535") }
         var socketDirectory: String?
+        var tlsMode = TLSMode.disable
+        var rootCertificates: String?
         for item in query.split(separator: "&") where !item.isEmpty {
             let pair = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let name = String(pair[0])
@@ -98,12 +116,14 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
             switch (name, value) {
             case ("host", let directory?) where directory.hasPrefix("/"):
                 socketDirectory = directory
-            case ("sslmode", "disable"?):
-                continue
+            case ("sslmode", let mode?) where TLSMode(rawValue: mode) != nil:
+                tlsMode = TLSMode(rawValue: mode)!
             case ("sslmode", _):
-                throw fail("only sslmode=disable is supported: this store does not use TLS")
+                throw fail("sslmode must be one of \(TLSMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            case ("sslrootcert", let path?) where !path.isEmpty:
+                rootCertificates = path
             default:
-                throw fail("unknown parameter '\(name)' (only host=/socket/dir and sslmode=disable are understood)")
+                throw fail("unknown parameter '\(name)' (only host=/socket/dir, sslmode and sslrootcert are understood)")
             }
         }
         if let socketDirectory {
@@ -115,6 +135,8 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         }
         guard let database = Self.percentDecoded(path) else { throw fail("the database name is badly percent-encoded") }
         guard !database.contains("/") else { throw fail("the database name must not contain /") }
+        self.tlsMode = tlsMode
+        self.tlsRootCertificates = rootCertificates
         self.user = user
         self.password = password
         self.database = database.isEmpty ? user : database
@@ -126,7 +148,11 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         switch endpoint {
         case .tcp(let host, let port):
             let shownHost = host.contains(":") ? "[\(host)]" : host
-            return "postgres://\(credentials)@\(shownHost):\(port)/\(database)"
+            var parameters: [String] = []
+            if tlsMode != .disable { parameters.append("sslmode=\(tlsMode.rawValue)") }
+            if let tlsRootCertificates { parameters.append("sslrootcert=\(tlsRootCertificates)") }
+            let query = parameters.isEmpty ? "" : "?" + parameters.joined(separator: "&")
+            return "postgres://\(credentials)@\(shownHost):\(port)/\(database)\(query)"
         case .unixSocket(let directory, let port):
             return "postgres://\(credentials)@:\(port)/\(database)?host=\(directory)"
         }
@@ -153,5 +179,30 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
         default: nil
         }
+    }
+}
+
+extension PostgresURL {
+    /// The TLS settings `sslmode` and `sslrootcert` ask for, for the pool and for a single
+    /// connection (postgres-nio has a type for each).
+    func tlsConfiguration() throws -> (pool: PostgresClient.Configuration.TLS, connection: PostgresConnection.Configuration.TLS) {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        switch tlsMode {
+        case .disable:
+            return (.disable, .disable)
+        case .prefer, .require:
+            tls.certificateVerification = .none
+        case .verifyCA:
+            tls.certificateVerification = .noHostnameVerification
+        case .verifyFull:
+            tls.certificateVerification = .fullVerification
+        }
+        if let tlsRootCertificates {
+            tls.trustRoots = .file(tlsRootCertificates)
+        }
+        if tlsMode == .prefer {
+            return (.prefer(tls), .prefer(try NIOSSLContext(configuration: tls)))
+        }
+        return (.require(tls), .require(try NIOSSLContext(configuration: tls)))
     }
 }

@@ -39,7 +39,7 @@ final class ServerSettingsTests: XCTestCase {
             ([.instance: "api 01"], [:], "--instance 'api 01'"),
             ([:], ["CREBITOS_DATABASE": "postgres://u@h:99999/db"], "CREBITOS_DATABASE='postgres://u@h:99999/db': is not a usable PostgreSQL URL: the port"),
             ([.database: "postgresql://u@/db"], [:], "--database 'postgresql://u@/db': is not a usable PostgreSQL URL: the host is missing"),
-            ([:], ["CREBITOS_DATABASE": "postgres://h/db?sslmode=require"], "CREBITOS_DATABASE='postgres://h/db?sslmode=require': is not a usable PostgreSQL URL: only sslmode=disable"),
+            ([:], ["CREBITOS_DATABASE": "postgres://h/db?sslmode=required"], "CREBITOS_DATABASE='postgres://h/db?sslmode=required': is not a usable PostgreSQL URL: sslmode must be one of"),
             ([:], ["CREBITOS_POSTGRES_CONNECTIONS": "0"], "CREBITOS_POSTGRES_CONNECTIONS='0'"),
         ]
         for (flags, environment, named) in cases {

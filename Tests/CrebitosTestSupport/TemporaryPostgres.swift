@@ -57,6 +57,54 @@ public enum TemporaryPostgres {
         }
     }
 
+    /// A throwaway server of its own, for a test that stops (SIGSTOP) or kills it, which
+    /// must not disturb the other tests' server. Always Debian's binaries, whatever
+    /// CREBITOS_TEST_POSTGRES_URL says. ``stop()`` it at the end (also removed at exit).
+    public final class Dedicated: Sendable {
+        let server: Server
+        public let directory: String
+
+        /// With `tls`, the server also speaks TLS, with a self-signed certificate for
+        /// localhost and 127.0.0.1 (``certificatePath``, its own CA).
+        public init(tls: Bool = false) throws {
+            directory = "/tmp/crebitos-pg-\(UUID().uuidString.prefix(8))"
+            server = try Server.startThrowaway(in: directory, tls: tls)
+        }
+
+        public var certificatePath: String { directory + "/server.crt" }
+
+        /// The server's port on 127.0.0.1.
+        public var port: Int { server.port }
+
+        /// The URL of a new, empty database on this server.
+        public func freshDatabaseURL() async throws -> String {
+            let name = "crebitos_test_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: ""))"
+            try await server.run("CREATE DATABASE \(name)")
+            return server.url(database: name)
+        }
+
+        /// The postmaster and every process it started (backends, checkpointer, WAL writer...).
+        public func processIDs() throws -> [pid_t] {
+            let pidFile = try String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8)
+            guard let postmaster = pidFile.split(separator: "\n").first.flatMap({ pid_t($0) }) else {
+                throw ServerError(description: "no pid in \(directory)/data/postmaster.pid")
+            }
+            var pids = [postmaster]
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+                guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                      let close = stat.lastIndex(of: ")") else { continue }
+                // After "(comm)": state, then the parent's pid.
+                let fields = stat[stat.index(after: close)...].split(separator: " ")
+                if fields.count > 1, pid_t(fields[1]) == postmaster { pids.append(pid) }
+            }
+            return pids
+        }
+
+        public func stop() {
+            Server.stop(directory)
+        }
+    }
+
     public struct ServerError: Error, CustomStringConvertible {
         public let description: String
     }
@@ -111,14 +159,17 @@ public enum TemporaryPostgres {
 
         // MARK: The throwaway server
 
-        /// The directory of the server this process started, stopped and removed at exit.
-        private static let started = Mutex<String?>(nil)
+        /// The directories of the servers this process started, stopped and removed at exit.
+        private static let started = Mutex<[String]>([])
 
         static func startThrowaway() throws -> Server {
+            try startThrowaway(in: "/tmp/crebitos-pg-\(UUID().uuidString.prefix(8))")
+        }
+
+        static func startThrowaway(in directory: String, tls: Bool = false) throws -> Server {
             let bin = try binaries()
             // In /tmp rather than $TMPDIR: the postgres user must reach it, and the socket's
             // path must stay short.
-            let directory = "/tmp/crebitos-pg-\(UUID().uuidString.prefix(8))"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             let asRoot = getuid() == 0
             if asRoot {
@@ -126,19 +177,35 @@ public enum TemporaryPostgres {
                 try runCommand("/bin/chown", ["postgres:postgres", directory], what: "chown of \(directory) to the postgres user (is the postgresql package installed?)")
                 chmod(directory, 0o700)
             }
-            started.withLock { $0 = directory }
-            atexit { Server.stopStarted() }
+            let first = started.withLock { started in
+                started.append(directory)
+                return started.count == 1
+            }
+            if first { atexit { Server.stopStarted() } }
             let data = directory + "/data"
             try runAsServerUser(asRoot, bin + "/initdb", [
                 "-D", data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
             ], what: "initdb")
+            var tlsOptions = ""
+            if tls {
+                try runCommand("/usr/bin/openssl", [
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", directory + "/server.key", "-out", directory + "/server.crt",
+                ], what: "openssl req (a certificate for the test server)")
+                chmod(directory + "/server.key", 0o600)
+                if asRoot {
+                    try runCommand("/bin/chown", ["postgres:postgres", directory + "/server.key", directory + "/server.crt"], what: "chown of the certificate")
+                }
+                tlsOptions = " -c ssl=on -c ssl_cert_file=\(directory)/server.crt -c ssl_key_file=\(directory)/server.key"
+            }
             var lastFailure = ""
             for _ in 0..<5 {
                 let port = try freePort()
                 do {
                     try runAsServerUser(asRoot, bin + "/pg_ctl", [
                         "-D", data, "-l", directory + "/server.log", "-w", "-t", "60",
-                        "-o", "-c listen_addresses=127.0.0.1 -p \(port) -k \(directory) -c fsync=on -c max_connections=300",
+                        "-o", "-c listen_addresses=127.0.0.1 -p \(port) -k \(directory) -c fsync=on -c max_connections=300" + tlsOptions,
                         "start",
                     ], what: "pg_ctl start")
                     return Server(port: port)
@@ -151,7 +218,10 @@ public enum TemporaryPostgres {
         }
 
         static func stopStarted() {
-            guard let directory = started.withLock({ $0 }) else { return }
+            for directory in started.withLock({ $0 }) { stop(directory) }
+        }
+
+        static func stop(_ directory: String) {
             if let bin = try? binaries() {
                 try? runAsServerUser(getuid() == 0, bin + "/pg_ctl", ["-D", directory + "/data", "-m", "immediate", "-w", "stop"], what: "pg_ctl stop")
             }
