@@ -123,6 +123,22 @@ public final class PostgresLedger: Ledger {
         idempotencyKey: IdempotencyKey?,
         completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
     ) {
+        apply(request, toClient: clientID, idempotencyKey: idempotencyKey, alreadyWaited: .zero, completion: completion)
+    }
+
+    /// `alreadyWaited`: how long the request waited before this process read it (nginx's
+    /// X-Request-Start); the write deadline counts from then, and a request already past it
+    /// is refused at once, never sent to the server.
+    public func apply(
+        _ request: TransactionRequest,
+        toClient clientID: Int64,
+        idempotencyKey: IdempotencyKey?,
+        alreadyWaited: Duration,
+        completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
+    ) {
+        guard alreadyWaited < configuration.writeDeadline else {
+            return completion(.failure(LedgerUnavailable.notWritten(.deadlineExceeded)))
+        }
         keysInFlight.whileClaimed(idempotencyKey, forClient: clientID, completion: completion) { completion in
             // Every write is answered within twice its deadline, even one whose query never
             // returns (a connection lost without an error, a pool waiting for a server that
@@ -130,7 +146,8 @@ public final class PostgresLedger: Ledger {
             // The operation ends with the answer (close() waits for that), not when a stuck
             // query returns, if it ever does.
             answerWithin(configuration.writeDeadline * 2, completion: completion) { attempt in
-                await self.write(request, clientID: clientID, key: idempotencyKey, attempt: attempt).mapError { $0 as any Error }
+                await self.write(request, clientID: clientID, key: idempotencyKey, alreadyWaited: alreadyWaited, attempt: attempt)
+                    .mapError { $0 as any Error }
             }
         }
     }
@@ -291,11 +308,14 @@ public final class PostgresLedger: Ledger {
         })
     }
 
-    private func write(_ request: TransactionRequest, clientID: Int64, key: IdempotencyKey?, attempt: WriteAttempt) async -> Result<TransactionReceipt, LedgerUnavailable> {
+    private func write(
+        _ request: TransactionRequest, clientID: Int64, key: IdempotencyKey?, alreadyWaited: Duration = .zero, attempt: WriteAttempt
+    ) async -> Result<TransactionReceipt, LedgerUnavailable> {
         let logger = self.logger
-        // Like the SQLite store's write deadline: a write that waited this long for a
-        // connection (all of them busy) is refused before it begins, never committed late.
-        let deadline = ContinuousClock.now + configuration.writeDeadline
+        // Like the SQLite store's write deadline: a write that waited this long (before this
+        // process read it, and for a connection, all of them busy) is refused before it
+        // begins, never committed late.
+        let deadline = ContinuousClock.now + (configuration.writeDeadline - alreadyWaited)
         do {
             let receipt: TransactionReceipt = try await client.withConnection { connection -> TransactionReceipt in
                 guard ContinuousClock.now < deadline else { throw LedgerUnavailable.notWritten(.deadlineExceeded) }

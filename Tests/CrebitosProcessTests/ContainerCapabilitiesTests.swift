@@ -1,11 +1,9 @@
 import AsyncHTTPClient
+import CrebitosTestSupport
 import Foundation
 import NIOCore
 import XCTest
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The server as a container runs it: without root's full capability set (Docker's default
 /// set has no CAP_NET_ADMIN). A socket option that needs a capability the container lacks
@@ -68,7 +66,7 @@ final class PostgresStartupTests: XCTestCase {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         // A port nothing listens on: bound and closed again at once.
-        let port = try freeTCPPort()
+        let port = try TemporaryPostgres.freeLoopbackPort()
         let server = try ServerProcess(
             name: "api01", databasePath: "postgres://rinha:secret@127.0.0.1:\(port)/rinha", listen: "127.0.0.1:0",
             directory: directory)
@@ -86,22 +84,5 @@ final class PostgresStartupTests: XCTestCase {
         XCTAssertTrue(log.lowercased().contains("connection refused") || log.contains("ECONNREFUSED"), "the log says why:\n\(log)")
         XCTAssertFalse(log.contains("secret"), "the password never reaches the log:\n\(log)")
         XCTAssertFalse(log.contains("Generic description"), "the log says what failed in words:\n\(log)")
-    }
-
-    private func freeTCPPort() throws -> Int {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
-                Glibc.bind(socket, raw, length) == 0 && getsockname(socket, raw, &length) == 0
-            }
-        }
-        guard bound else { throw POSIXError(.EADDRINUSE) }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

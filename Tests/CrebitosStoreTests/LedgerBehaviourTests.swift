@@ -82,6 +82,25 @@ struct LedgerBehaviourTests {
         }
     }
 
+    /// A request that waited before the instance read it (nginx's X-Request-Start says so)
+    /// longer than the write deadline is refused as late and never written, on every engine;
+    /// one that waited less is written as usual.
+    @Test(arguments: Engine.allCases)
+    func aWriteThatAlreadyWaitedPastItsDeadlineIsRefusedAndNotStored(engine: Engine) async throws {
+        try await withLedger(engine, options: LedgerOptions(writeDeadline: .seconds(2))) { ledger in
+            let request = try transaction(7, .credit, "edge")
+            let late: Result<TransactionReceipt, any Error> = await withCheckedContinuation { continuation in
+                ledger.ledger.apply(request, toClient: 3, idempotencyKey: nil, alreadyWaited: .seconds(3)) { continuation.resume(returning: $0) }
+            }
+            #expect(throws: LedgerUnavailable.notWritten(.deadlineExceeded)) { try late.get() }
+            let fresh: Result<TransactionReceipt, any Error> = await withCheckedContinuation { continuation in
+                ledger.ledger.apply(request, toClient: 3, idempotencyKey: nil, alreadyWaited: .milliseconds(500)) { continuation.resume(returning: $0) }
+            }
+            #expect(try fresh.get().outcome == .applied(Balance(limit: 1_000_000, balance: 7)))
+            #expect(try await ledger.audit()[2].transactionCount == 1, "only the fresh one is stored")
+        }
+    }
+
     @Test(arguments: Engine.allCases)
     func aDebitExactlyToTheLimitIsAccepted(engine: Engine) async throws {
         try await withLedger(engine) { ledger in

@@ -105,6 +105,12 @@ public enum TemporaryPostgres {
         }
     }
 
+    /// A TCP port of 127.0.0.1 that nobody listens on now (the kernel's pick): for a test
+    /// that needs an address where no server answers.
+    public static func freeLoopbackPort() throws -> Int {
+        try Server.freePort()
+    }
+
     public struct ServerError: Error, CustomStringConvertible {
         public let description: String
     }
@@ -279,7 +285,7 @@ public enum TemporaryPostgres {
         }
 
         /// A TCP port of 127.0.0.1 that nobody listens on now (the kernel's pick).
-        private static func freePort() throws -> Int {
+        static func freePort() throws -> Int {
             let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard socket >= 0 else { throw ServerError(description: "socket() failed") }
             defer { close(socket) }
