@@ -17,20 +17,12 @@ public protocol Ledger: Sendable {
     ///   client) is applied and its outcome recorded; a later request with the same key
     ///   and the same transaction gets the recorded outcome back without writing anything,
     ///   and one with a different transaction gets ``TransactionOutcome/idempotencyKeyReused``.
+    /// - Parameter alreadyWaited: how long the request waited before this process read it
+    ///   (queued in nginx, or unread in the socket of a process that was frozen). The store's
+    ///   write deadline counts from when the request entered the system, not from now, so a
+    ///   request whose client was already told it failed is refused, never written.
     /// - Parameter completion: the receipt, or a ``LedgerUnavailable`` saying whether
     ///   anything may have been stored.
-    func apply(
-        _ request: TransactionRequest,
-        toClient clientID: Int64,
-        idempotencyKey: IdempotencyKey?,
-        completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
-    )
-
-    /// The same, for a request that already waited `alreadyWaited` before this process read
-    /// it (queued in nginx, or unread in the socket of a process that was frozen): the
-    /// store's write deadline counts from when the request entered the system, not from now,
-    /// so a request whose client was already told it failed is refused, never written.
-    /// A store that does not implement it ignores the wait.
     func apply(
         _ request: TransactionRequest,
         toClient clientID: Int64,
@@ -47,11 +39,12 @@ public protocol Ledger: Sendable {
 }
 
 extension Ledger {
+    /// A request read as soon as it arrived.
     public func apply(
         _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey?,
-        alreadyWaited: Duration, completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
+        completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
     ) {
-        apply(request, toClient: clientID, idempotencyKey: idempotencyKey, completion: completion)
+        apply(request, toClient: clientID, idempotencyKey: idempotencyKey, alreadyWaited: .zero, completion: completion)
     }
 
     public func apply(

@@ -117,15 +117,6 @@ public final class PostgresLedger: Ledger {
 
     // MARK: Writes
 
-    public func apply(
-        _ request: TransactionRequest,
-        toClient clientID: Int64,
-        idempotencyKey: IdempotencyKey?,
-        completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
-    ) {
-        apply(request, toClient: clientID, idempotencyKey: idempotencyKey, alreadyWaited: .zero, completion: completion)
-    }
-
     /// `alreadyWaited`: how long the request waited before this process read it (nginx's
     /// X-Request-Start); the write deadline counts from then, and a request already past it
     /// is refused at once, never sent to the server.

@@ -70,15 +70,6 @@ public final class SQLiteLedger: Ledger {
         _ request: TransactionRequest,
         toClient clientID: Int64,
         idempotencyKey: IdempotencyKey?,
-        completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
-    ) {
-        apply(request, toClient: clientID, idempotencyKey: idempotencyKey, alreadyWaited: .zero, completion: completion)
-    }
-
-    public func apply(
-        _ request: TransactionRequest,
-        toClient clientID: Int64,
-        idempotencyKey: IdempotencyKey?,
         alreadyWaited: Duration,
         completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
     ) {

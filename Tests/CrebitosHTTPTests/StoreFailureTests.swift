@@ -13,7 +13,7 @@ final class StoreFailureTests: XCTestCase {
     private struct FailingLedger: Ledger {
         let error: any Error
         func apply(
-            _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey?,
+            _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey?, alreadyWaited: Duration,
             completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
         ) {
             completion(.failure(error))
@@ -25,7 +25,7 @@ final class StoreFailureTests: XCTestCase {
 
     private struct InFlightLedger: Ledger {
         func apply(
-            _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey?,
+            _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey?, alreadyWaited: Duration,
             completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
         ) {
             completion(.success(TransactionReceipt(outcome: .idempotencyKeyInFlight)))
