@@ -1,12 +1,5 @@
+import CrebitosLedger
 import NIOHTTP1
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// When a request entered the system, from the `X-Request-Start` header the load balancer
 /// adds (nginx: `proxy_set_header X-Request-Start "t=${msec}"`, the convention of load
@@ -24,7 +17,7 @@ import Darwin
 /// writes; a client can only make its own request wait less, never another's.
 enum RequestStart {
     /// How long ago the request entered the system (zero without a usable header).
-    static func waited(_ headers: HTTPHeaders, nowMicroseconds: Int64 = wallClockMicroseconds()) -> Duration {
+    static func waited(_ headers: HTTPHeaders, nowMicroseconds: Int64 = WallClock.nowMicroseconds()) -> Duration {
         guard let value = headers.first(name: "x-request-start"), let stamp = microseconds(value) else { return .zero }
         let waited = nowMicroseconds - stamp
         return waited > 0 ? .microseconds(waited) : .zero
@@ -51,12 +44,6 @@ enum RequestStart {
         case ..<100_000_000_000_000: return parts.count == 2 ? nil : integer * 1_000  // milliseconds
         default: return parts.count == 2 ? nil : integer  // microseconds
         }
-    }
-
-    static func wallClockMicroseconds() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return Int64(time.tv_sec) * 1_000_000 + Int64(time.tv_nsec) / 1_000
     }
 }
 

@@ -1,10 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import CrebitosLedger
 
 /// How to reach the ledger's PostgreSQL database and how to use it.
 public struct PostgresStoreConfiguration: Sendable {
@@ -39,7 +33,7 @@ public struct PostgresStoreConfiguration: Sendable {
     public var idempotencyCleanupInterval: Duration
     /// The wall clock `realizada_em` comes from (microseconds since the epoch); tests
     /// replace it to step time backwards.
-    public var wallClock: @Sendable () -> Int64 = PostgresStoreConfiguration.nowMicroseconds
+    public var wallClock: @Sendable () -> Int64 = WallClock.nowMicroseconds
 
     public static let defaultMaximumConnections = 6
 
@@ -55,13 +49,6 @@ public struct PostgresStoreConfiguration: Sendable {
         self.writeDeadline = writeDeadline
         self.idempotencyRetention = idempotencyRetention
         self.idempotencyCleanupInterval = idempotencyCleanupInterval
-    }
-
-    @Sendable
-    public static func nowMicroseconds() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return Int64(time.tv_sec) * 1_000_000 + Int64(time.tv_nsec) / 1_000
     }
 }
 

@@ -6,16 +6,6 @@ import Musl
 import Darwin
 #endif
 
-enum WallClock {
-    /// Microseconds since the Unix epoch (UTC), the unit of `realizada_em`.
-    @Sendable
-    static func nowMicroseconds() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return Int64(time.tv_sec) * 1_000_000 + Int64(time.tv_nsec) / 1_000
-    }
-}
-
 /// Nanoseconds on a clock that never steps (CLOCK_MONOTONIC): deadlines are measured on
 /// it, so setting the wall clock can neither expire nor extend a waiting write.
 enum MonotonicClock {

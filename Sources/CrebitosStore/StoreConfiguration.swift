@@ -1,3 +1,4 @@
+import CrebitosLedger
 import CoreMetrics
 
 /// How to open the ledger's SQLite file.
