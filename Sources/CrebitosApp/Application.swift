@@ -160,7 +160,10 @@ func openWaitingForServer(_ configuration: PostgresStoreConfiguration, logger: L
             if attempt > 1 { logger.info("PostgreSQL reached", metadata: ["server": "\(configuration.url.description)", "attempt": "\(attempt)"]) }
             return store
         } catch {
-            let reason = DatabaseUnreachable.explain(error)
+            // String(reflecting:): postgres-nio's PSQLError prints "Generic description to
+            // prevent accidental leakage of sensitive data" for String(describing:); its debug
+            // description has the code, the server's message and the underlying socket error.
+            let reason = String(reflecting: error)
             guard clock.now < giveUpAt else {
                 throw DatabaseUnreachable(endpoint: configuration.url.description, attempts: attempt, reason: reason)
             }
@@ -181,13 +184,6 @@ public struct DatabaseUnreachable: Error, CustomStringConvertible {
 
     public var description: String {
         "cannot open the PostgreSQL database at \(endpoint) (\(attempts) tries over \(postgresStartupPatience)): \(reason)"
-    }
-
-    /// postgres-nio's `PSQLError` prints "Generic description to prevent accidental leakage
-    /// of sensitive data" for `String(describing:)`; `String(reflecting:)` has the code, the
-    /// server's message and the underlying socket error.
-    static func explain(_ error: any Error) -> String {
-        String(reflecting: error)
     }
 }
 

@@ -215,15 +215,12 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
 
     private func finish(_ response: APIResponse, context: ChannelHandlerContext) {
         guard case .responding(let route, let isHead, let since) = state else { return }
-        guard !isClosed else {
-            // Nobody to answer: the write (if it was one) happened or not, its client saw the
-            // connection close; what was queued behind it was dropped with the connection.
-            responder.metrics?.record(route, status: response.status, nanoseconds: (NIODeadline.now() - since).nanoseconds)
-            state = .closing
-            return
+        // After a close there is nobody to answer: the write (if it was one) happened or not,
+        // its client saw the connection close, and what was queued behind it was dropped.
+        if !isClosed {
+            write(response, close: !keepAlive || drain.isDraining, omitBody: isHead, context: context)
         }
-        let close = !keepAlive || drain.isDraining
-        write(response, close: close, omitBody: isHead, context: context)
+        let close = isClosed || !keepAlive || drain.isDraining
         responder.metrics?.record(route, status: response.status, nanoseconds: (NIODeadline.now() - since).nanoseconds)
         guard !close else {
             state = .closing
@@ -248,7 +245,7 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
     private func answerEarly(_ error: APIError, context: ChannelHandlerContext) {
         if case .closing = state { return }
         state = .closing
-        deferred.removeAll()
+        abandonQueued()
         write(APIResponse(error, allocator: context.channel.allocator), close: true, omitBody: false, context: context)
     }
 

@@ -23,6 +23,8 @@ final class BusyWaitBudget: Sendable {
     static let readerMilliseconds = 200
 
     private let busyTimeoutNanoseconds: UInt64
+    /// The busy handler's tries that add up to ``readerMilliseconds`` (or the busy timeout).
+    private let readerMaximumTries: Int
     /// The writer thread while it commits (0: none), and its deadline on ``MonotonicClock``.
     private let writer = Atomic<UInt>(0)
     private let writerDeadline = Atomic<UInt64>(0)
@@ -30,6 +32,7 @@ final class BusyWaitBudget: Sendable {
 
     init(busyTimeoutMilliseconds: Int) {
         busyTimeoutNanoseconds = UInt64(max(0, busyTimeoutMilliseconds)) * 1_000_000
+        readerMaximumTries = SQLiteLedger.busyTries(forMilliseconds: min(Self.readerMilliseconds, max(0, busyTimeoutMilliseconds)))
     }
 
     /// The calling thread (the writer's) commits until `deadline`.
@@ -55,6 +58,6 @@ final class BusyWaitBudget: Sendable {
             let started = writerStarted.load(ordering: .relaxed)
             return now < writerDeadline.load(ordering: .relaxed) && now - started < busyTimeoutNanoseconds
         }
-        return tries < SQLiteLedger.busyTries(forMilliseconds: min(Self.readerMilliseconds, Int(busyTimeoutNanoseconds / 1_000_000)))
+        return tries < readerMaximumTries
     }
 }

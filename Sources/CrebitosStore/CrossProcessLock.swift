@@ -137,23 +137,25 @@ public final class CrossProcessLock: Sendable {
     private static let ofdGetLock: Int32 = 36  // F_OFD_GETLK
     private static let ofdSetLock: Int32 = 37  // F_OFD_SETLK
 
-    private func setWaitMark(_ descriptor: Int32, _ type: Int32) {
+    /// A record lock of `type` on byte 0 of the lock file: where waiters leave their mark.
+    private static func waitMark(_ type: Int32) -> flock {
         var mark = flock()
         mark.l_type = Int16(type)
         mark.l_whence = Int16(SEEK_SET)
         mark.l_start = 0
         mark.l_len = 1
+        return mark
+    }
+
+    private func setWaitMark(_ descriptor: Int32, _ type: Int32) {
+        var mark = Self.waitMark(type)
         _ = fcntl(descriptor, Self.ofdSetLock, &mark)
     }
 
     /// Whether a read mark of another open file description (another process's waiter)
     /// is on byte 0: a write lock there would conflict with it.
     private func otherIsWaiting(_ descriptor: Int32) -> Bool {
-        var probe = flock()
-        probe.l_type = Int16(F_WRLCK)
-        probe.l_whence = Int16(SEEK_SET)
-        probe.l_start = 0
-        probe.l_len = 1
+        var probe = Self.waitMark(F_WRLCK)
         guard fcntl(descriptor, Self.ofdGetLock, &probe) == 0 else { return false }
         return probe.l_type != Int16(F_UNLCK)
     }
