@@ -18,12 +18,7 @@ final class ContainerCapabilitiesTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: directory) }
         let database = directory.appendingPathComponent("rinha.db").path
         // ServerProcess starts every server through scripts/with-container-capabilities.
-        let servers = [
-            try ServerProcess(name: "api01", databasePath: database, listen: "127.0.0.1:0", directory: directory),
-            try ServerProcess(
-                name: "api02", databasePath: database,
-                listen: "unix:" + directory.appendingPathComponent("api02.sock").path, directory: directory),
-        ]
+        let servers = try ServerProcess.pair(databasePath: database, directory: directory)
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         do {
             for server in servers {

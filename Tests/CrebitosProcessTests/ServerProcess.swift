@@ -51,6 +51,17 @@ final class ServerProcess: @unchecked Sendable {
         }
     }
 
+    /// The two instances of the stack on one database: api01 on TCP (an ephemeral port of
+    /// 127.0.0.1), api02 on a Unix socket in `directory`. Not started.
+    static func pair(databasePath: String, directory: URL) throws -> [ServerProcess] {
+        [
+            try ServerProcess(name: "api01", databasePath: databasePath, listen: "127.0.0.1:0", directory: directory),
+            try ServerProcess(
+                name: "api02", databasePath: databasePath,
+                listen: "unix:" + directory.appendingPathComponent("api02.sock").path, directory: directory),
+        ]
+    }
+
     /// scripts/with-container-capabilities, found from this file's place in the repository.
     static let containerCapabilitiesWrapper = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

@@ -46,12 +46,7 @@ final class TwoProcessTests: XCTestCase {
     private func runTwoProcesses(database databasePath: String, directory: URL) async throws -> [Answered] {
 
         // Both start at the same moment on a file that does not exist yet.
-        let servers = [
-            try ServerProcess(name: "api01", databasePath: databasePath, listen: "127.0.0.1:0", directory: directory),
-            try ServerProcess(
-                name: "api02", databasePath: databasePath,
-                listen: "unix:" + directory.appendingPathComponent("api02.sock").path, directory: directory),
-        ]
+        let servers = try ServerProcess.pair(databasePath: databasePath, directory: directory)
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         do {
             for server in servers { try server.start() }
