@@ -279,8 +279,6 @@ def main(args):
     res["k6"] = dict(k6_usage, exit_code=k6_rc)
     res.update(measurement.fields(sc["responses"], k6_usage))
     res["disk_probe"] = dict(disk, directory=in_repo(probe_directory(args)))
-    sc["latency_ms_by_kind"] = {name: score.latency_stats([r.rt for r in records if r.phase == kind])
-                                for kind, name in score.KINDS.items()}
     if db_ok:
         res["audit"] = loadtest_audit.audit(args.db, records, since_id)
     else:

@@ -78,6 +78,7 @@ def score(records, dropped=0, plateau_start_s=None):
         "ok_under_250ms": ok_fast, "ok_under_250ms_pct": round(share, 4), "inconsistencies": incons,
         "fines_usd": fines, "payout_usd": round(PAYOUT - fines["sla"] - fines["inconsistencies"], 2),
         "latency_ms": latency_stats([r.rt for r in records]),
+        "latency_ms_by_kind": {name: latency_stats([r.rt for r in records if r.phase == k]) for k, name in KINDS.items()},
         "ko_reasons": dict(Counter(r.reason or "status %d" % r.status for r in records if not r.ok).most_common(20)),
         "stricter_check_failures": dict(Counter(p for r in records for p in r.reason.split(";") if p.startswith("x:"))),
         "instances": dict(sorted(Counter(r.instance or "?" for r in records).items())),
