@@ -292,3 +292,29 @@ final class WritePathFaultTests: XCTestCase {
         XCTAssertEqual(try ledger.audit().map(\.transactionCount), [1, 1, 0, 0, 0])
     }
 }
+
+extension WritePathFaultTests {
+    // MARK: A transaction left open
+
+    /// A ROLLBACK that fails (an I/O error while SQLite undoes the batch) leaves the writer's
+    /// connection inside a transaction. Making a ROLLBACK fail takes a faulty disk; this test
+    /// makes the state it leaves instead: a transaction opened on the writer's connection
+    /// and never ended, with a row in it. The process must not stop (GRDB's default is a
+    /// fatalError when a database access ends inside a transaction), the row must never be
+    /// committed, and the next write must be applied as usual.
+    func testATransactionLeftOpenOnTheWriterIsRolledBackAndTheNextWriteApplies() async throws {
+        let ledger = try open()
+        defer { try? ledger.close() }
+        try await ledger.database.writeWithoutTransaction { db in
+            try db.execute(sql: "BEGIN IMMEDIATE")
+            try db.execute(sql: """
+                INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em)
+                VALUES (1, 5, 'c', 'orphan', 0)
+                """)
+        }
+        let receipt = try await ledger.apply(credit("after"), toClient: 1)
+        XCTAssertEqual(receipt.outcome, .applied(Balance(limit: 100_000, balance: 10)))
+        XCTAssertEqual(try storedDescriptions(ledger), ["after"])
+        try assertConsistent(ledger)
+    }
+}
