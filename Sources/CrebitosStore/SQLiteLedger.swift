@@ -26,8 +26,6 @@ public final class SQLiteLedger: Ledger {
     /// tools that inspect the file; the ledger's own SQL stays in this module.
     public let database: DatabasePool
     let writer: GroupCommitWriter
-    /// Keys of requests queued or being committed in this process.
-    private let keysInFlight = InFlightIdempotencyKeys()
 
     private init(configuration: StoreConfiguration, database: DatabasePool, writer: GroupCommitWriter) {
         self.configuration = configuration
@@ -73,11 +71,13 @@ public final class SQLiteLedger: Ledger {
         alreadyWaited: Duration,
         completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
     ) {
-        keysInFlight.whileClaimed(idempotencyKey, forClient: clientID, completion: completion) { completion in
-            writer.submit(
-                PendingWrite(request: request, clientID: clientID, idempotencyKey: idempotencyKey),
-                alreadyWaited: alreadyWaited, completion: completion)
-        }
+        // A request whose key is still in flight (queued, or in a batch being committed) is
+        // queued behind it like any write: the one writer applies them in order, so it finds
+        // the first's record and replays its answer, in this process as in the other
+        // (docs/API.md, "Idempotency-Key").
+        writer.submit(
+            PendingWrite(request: request, clientID: clientID, idempotencyKey: idempotencyKey),
+            alreadyWaited: alreadyWaited, completion: completion)
     }
 
     /// Answers before returning, on the calling thread (the connection's event loop), not

@@ -270,26 +270,38 @@ final class WritePathFaultTests: XCTestCase {
 
     // MARK: Idempotency keys in flight
 
-    func testASecondRequestWithAKeyInFlightIsAnsweredAtOnceAndNotWritten() async throws {
+    func testASecondRequestWithAKeyInFlightWaitsForTheFirstAndReplaysItsAnswer() async throws {
         let ledger = try open()
         defer { try? ledger.close() }
         let key = try XCTUnwrap(IdempotencyKey("1"))
         let frozenInstance = try LockFileHolder(lockPath: ledger.configuration.lockPath)
-        let first = try await submitQueued(ledger, [(try credit("first"), 1, key)])[0]
-        // The same client and key while the first waits for the lock: answered now.
-        let second = try await ledger.apply(credit("first"), toClient: 1, idempotencyKey: key)
-        XCTAssertEqual(second.outcome, .idempotencyKeyInFlight)
-        // Another client's key "1" is another key.
-        let otherClient = try await submitQueued(ledger, [(try credit("first"), 2, key)])
-        XCTAssertEqual(ledger.writer.queuedCount, 2)
+        // The same client and key twice while the first waits for the lock, and another
+        // client's key "1" (another key): all three queue behind the lock.
+        let queued = try await submitQueued(ledger, [
+            (try credit("first"), 1, key), (try credit("first"), 1, key), (try credit("first"), 2, key),
+        ])
         frozenInstance.release()
-        let firstReceipt = try await first.value
-        XCTAssertEqual(firstReceipt.outcome, .applied(Balance(limit: 100_000, balance: 10)))
-        let otherReceipt = try await otherClient[0].value
-        XCTAssertEqual(otherReceipt.outcome, .applied(Balance(limit: 80_000, balance: 10)))
-        let retry = try await ledger.apply(credit("first"), toClient: 1, idempotencyKey: key)
-        XCTAssertEqual(retry, TransactionReceipt(outcome: firstReceipt.outcome, isReplay: true))
+        let first = try await queued[0].value
+        let second = try await queued[1].value
+        let otherClient = try await queued[2].value
+        XCTAssertEqual(first, TransactionReceipt(outcome: .applied(Balance(limit: 100_000, balance: 10))))
+        // The same answer as the first, replayed, as the other instance would give it.
+        XCTAssertEqual(second, TransactionReceipt(outcome: first.outcome, isReplay: true))
+        XCTAssertEqual(otherClient.outcome, .applied(Balance(limit: 80_000, balance: 10)))
         XCTAssertEqual(try ledger.audit().map(\.transactionCount), [1, 1, 0, 0, 0])
+    }
+
+    func testARequestWhoseKeyWasNotWrittenIsAppliedWhenSentAgain() async throws {
+        let ledger = try open { $0.writeDeadline = .milliseconds(300) }
+        defer { try? ledger.close() }
+        let key = try XCTUnwrap(IdempotencyKey("late"))
+        let frozenInstance = try LockFileHolder(lockPath: ledger.configuration.lockPath)
+        let first = try await submitQueued(ledger, [(try credit("late"), 1, key)])[0]
+        let refused = await refusal(first)
+        XCTAssertEqual(refused, .notWritten(.deadlineExceeded))
+        frozenInstance.release()
+        let retry = try await ledger.apply(credit("late"), toClient: 1, idempotencyKey: key)
+        XCTAssertEqual(retry, TransactionReceipt(outcome: .applied(Balance(limit: 100_000, balance: 10))))
     }
 }
 
