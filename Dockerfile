@@ -18,7 +18,16 @@ COPY Tests ./Tests
 RUN swift package resolve --force-resolved-versions
 # --static-swift-stdlib links the Swift runtime and Foundation into the binary, which keeps the
 # runtime image down to glibc, libstdc++ and libsqlite3.
-RUN swift build -c release --product crebitos --static-swift-stdlib \
+# STORES: "sqlite" (docker-compose.yml) builds without the package trait PostgreSQL, so neither
+# postgres-nio nor swift-nio-ssl's BoringSSL is compiled; docker-compose.postgres.yml asks for
+# "sqlite,postgres".
+ARG STORES=sqlite
+RUN case "$STORES" in \
+      sqlite) traits=--disable-default-traits ;; \
+      sqlite,postgres) traits= ;; \
+      *) echo "STORES must be sqlite or sqlite,postgres, not '$STORES'" >&2; exit 1 ;; \
+    esac \
+ && swift build -c release --product crebitos --static-swift-stdlib $traits \
  && mkdir -p /out \
  && cp "$(swift build -c release --show-bin-path)/crebitos" /out/crebitos \
  && strip /out/crebitos

@@ -18,6 +18,14 @@ let package = Package(
         .library(name: "CrebitosStore", targets: ["CrebitosStore"]),
         .library(name: "CrebitosHTTP", targets: ["CrebitosHTTP"]),
     ],
+    // The PostgreSQL store is a trait, on by default so that `swift build` and `swift test`
+    // build everything. The SQLite stack (scripts/stack-up) and its image build the server
+    // with `--disable-default-traits --product crebitos`: no postgres-nio, no swift-nio-ssl
+    // and its BoringSSL, which were most of a first build's time (docs/STACK.md).
+    traits: [
+        .trait(name: "PostgreSQL", description: "The PostgreSQL store (--database postgres://...), built on postgres-nio"),
+        .default(enabledTraits: ["PostgreSQL"]),
+    ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -83,7 +91,7 @@ let package = Package(
             dependencies: [
                 "CrebitosLedger",
                 "CrebitosStore",
-                "CrebitosPostgres",
+                .target(name: "CrebitosPostgres", condition: .when(traits: ["PostgreSQL"])),
                 "CrebitosHTTP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

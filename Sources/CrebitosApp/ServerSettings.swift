@@ -1,5 +1,7 @@
 import CrebitosHTTP
+#if PostgreSQL
 import CrebitosPostgres
+#endif
 import CrebitosStore
 import Logging
 import NIOCore
@@ -11,7 +13,7 @@ public struct ServerSettings: Sendable {
     /// Where the ledger lives: a SQLite file, or a PostgreSQL database.
     public var database: DatabaseLocation
     /// Connections each instance keeps to PostgreSQL at most (unused with SQLite).
-    public var postgresConnections: Int = PostgresStoreConfiguration.defaultMaximumConnections
+    public var postgresConnections: Int = Int(Setting.postgresConnections.defaultValue)!
     public var listen: ListenAddress
     public var durability: Durability
     /// Shown in the `x-instance` header and in logs (api01, api02).
@@ -68,16 +70,20 @@ public struct ServerSettings: Sendable {
         get {
             switch database {
             case .sqlite(let path): path
+            #if PostgreSQL
             case .postgres(let url): url.description
+            #endif
             }
         }
         set { database = .sqlite(path: newValue) }
     }
 
+    #if PostgreSQL
     var postgresConfiguration: PostgresStoreConfiguration? {
         guard case .postgres(let url) = database else { return nil }
         return PostgresStoreConfiguration(url: url, maximumConnections: postgresConnections, writeDeadline: writeDeadline)
     }
+    #endif
 
     var storeConfiguration: StoreConfiguration {
         StoreConfiguration(
@@ -96,8 +102,29 @@ public struct ServerSettings: Sendable {
 /// `postgresql://` URL means PostgreSQL, anything else is a SQLite file's path.
 public enum DatabaseLocation: Sendable, Hashable {
     case sqlite(path: String)
+    #if PostgreSQL
     case postgres(PostgresURL)
+    #endif
+
+    /// Whether `text` names a PostgreSQL database rather than a file: decided the same way
+    /// whether or not this binary has the PostgreSQL store, so that a binary without it
+    /// refuses a URL instead of creating a SQLite file named "postgres:".
+    static func looksLikePostgresURL(_ text: String) -> Bool {
+        let lowered = text.lowercased()
+        return lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://")
+    }
 }
+
+/// Whether this binary was built with the PostgreSQL store (the package trait `PostgreSQL`,
+/// on by default; `scripts/stack-up` and the SQLite image build without it, which spares
+/// them postgres-nio and BoringSSL).
+public let hasPostgreSQLStore: Bool = {
+    #if PostgreSQL
+    true
+    #else
+    false
+    #endif
+}()
 
 /// One setting: its flag, its environment variable, its default and what it means. The
 /// command's `--help` and the resolver read the same table, so the help shows the real
@@ -132,7 +159,7 @@ public enum Setting: String, CaseIterable, Sendable {
         case .idleTimeoutMs: "75000"
         case .metrics: "on"
         case .writeDeadlineMs: "2000"
-        case .postgresConnections: "\(PostgresStoreConfiguration.defaultMaximumConnections)"
+        case .postgresConnections: "6"
         }
     }
 
@@ -201,13 +228,19 @@ extension ServerSettings {
             urlProblem.map { "is not a usable PostgreSQL URL: \($0)" } ?? "must be a file path or a postgres:// URL"
         ) { text -> DatabaseLocation? in
             guard !text.isEmpty else { return nil }
-            guard PostgresURL.looksLikeURL(text) else { return .sqlite(path: text) }
+            guard DatabaseLocation.looksLikePostgresURL(text) else { return .sqlite(path: text) }
+            #if PostgreSQL
             do throws(PostgresURL.ParseError) {
                 return .postgres(try PostgresURL(text))
             } catch {
                 urlProblem = error.description
                 return nil
             }
+            #else
+            urlProblem = "this crebitos was built without the PostgreSQL store (the package trait PostgreSQL): "
+                + "build it with 'swift build -c release --product crebitos' (the trait is on by default)"
+            return nil
+            #endif
         }
         var settings = ServerSettings(
             listen: try read(.listen, "must be host:port or unix:/path") { ListenAddress($0) },

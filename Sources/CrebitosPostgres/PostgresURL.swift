@@ -40,12 +40,6 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         public let description: String
     }
 
-    /// Whether `text` asks for PostgreSQL at all (a path never starts like this).
-    public static func looksLikeURL(_ text: String) -> Bool {
-        let lower = text.lowercased()
-        return lower.hasPrefix("postgres://") || lower.hasPrefix("postgresql://")
-    }
-
     public init(_ text: String) throws(ParseError) {
         func fail(_ why: String) -> ParseError { ParseError(description: why) }
         let lower = text.lowercased()

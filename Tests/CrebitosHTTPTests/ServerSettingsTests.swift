@@ -49,6 +49,12 @@ final class ServerSettingsTests: XCTestCase {
         }
     }
 
+    func testThePostgreSQLConnectionsDefaultIsTheStoresOwn() {
+        // Written out in ServerSettings so that a binary without the PostgreSQL store has it too.
+        XCTAssertEqual(Setting.postgresConnections.defaultValue, "\(PostgresStoreConfiguration.defaultMaximumConnections)")
+        XCTAssertEqual(ServerSettings().postgresConnections, PostgresStoreConfiguration.defaultMaximumConnections)
+    }
+
     func testADatabaseURLChoosesPostgreSQLAndAPathSQLite() throws {
         let postgres = try ServerSettings.resolve(
             flags: [:], environment: ["CREBITOS_DATABASE": "postgres://rinha:s%40cret@127.0.0.1:5433/rinha", "CREBITOS_POSTGRES_CONNECTIONS": "4"])

@@ -468,13 +468,17 @@ def machine_cpu_irq():
 
 # --- the binary and nginx's configuration -------------------------------------------------------
 
-def build_binary(no_build=False, log=log, build_log=None):
-    """Where `swift build -c release` puts the server, after running it unless no_build."""
+def build_binary(no_build=False, log=log, build_log=None, postgres=True):
+    """Where `swift build -c release` puts the server, after running it unless no_build.
+    postgres=False builds it without the PostgreSQL store (the package trait off): no
+    postgres-nio and no BoringSSL to compile, which is most of a first build's time."""
     if not shutil.which("swift"):
         die("the Swift toolchain is needed to build (or pass --bin PATH)")
     if not no_build:
-        log("building: swift build -c release" + (" (log: %s)" % build_log if build_log else ""))
-        r = subprocess.run(["swift", "build", "-c", "release"], cwd=REPO, stdout=subprocess.PIPE,
+        command = ["swift", "build", "-c", "release", "--product", "crebitos"] \
+            + ([] if postgres else ["--disable-default-traits"])
+        log("building: " + " ".join(command) + (" (log: %s)" % build_log if build_log else ""))
+        r = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
         if build_log:
             write(build_log, r.stdout)
@@ -860,7 +864,8 @@ def up(argv):
     for cmd in ("nginx", "curl", "sqlite3"):
         need(cmd, lambda: shutil.which(cmd), "'%s'" % cmd)
     build_log = os.path.join(state, "logs", "build.log")
-    binary = abspath(a.bin) if a.bin else build_binary(a.no_build, build_log=build_log)
+    binary = abspath(a.bin) if a.bin else build_binary(a.no_build, build_log=build_log,
+                                                      postgres=a.store == "postgres")
     if not os.access(binary, os.X_OK):
         die("no server binary at %s" % binary)
     listen = listen_addresses(a, state, instances)

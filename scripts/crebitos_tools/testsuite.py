@@ -33,6 +33,14 @@ FAULT_TESTS = [
 ]
 
 
+SQLITE_ONLY_CHECK = r"""
+swift build -c release --product crebitos --disable-default-traits || exit 1
+out=$("$(swift build -c release --show-bin-path)/crebitos" --database postgres://db.internal/rinha 2>&1)
+rc=$?
+echo "$out" | tail -3
+[ "$rc" -ne 0 ] && grep -q "built without the PostgreSQL store" <<<"$out"
+"""
+
 SKIPPED = 3  # the exit status of a test that could not run here and said why
 skips = []
 
@@ -87,11 +95,17 @@ def main(argv):
          [sys.executable, "scripts/crebitos_tools/venv.py"])
     step("the tooling's unit tests", [".venv/bin/python", "-m", "unittest", "discover",
                                       "-s", "scripts/crebitos_tools/tests", "-t", "scripts"])
-    step("native stack integration test", ["scripts/stack-test"])
+    # What scripts/stack-up and docker-compose.yml build: the server without the package trait
+    # PostgreSQL. It must compile, and refuse a PostgreSQL URL rather than create a file.
+    step("the SQLite-only server builds, and refuses a PostgreSQL URL", ["bash", "-c", SQLITE_ONLY_CHECK])
+    # One release build with both stores for every stack below (stack-up alone would build
+    # the SQLite-only server for a SQLite stack).
+    step("the release server, with both stores", ["swift", "build", "-c", "release", "--product", "crebitos"])
+    step("native stack integration test", ["scripts/stack-test", "--no-build"])
     step("the same on the PostgreSQL store", ["scripts/stack-test", "--store", "postgres", "--no-build"])
     if not faults:
         return 0
-    # stack-test built the release binary: the fault tests run a private copy of it.
+    # The fault tests run a private copy of that release binary.
     ok = [step(title, ["scripts/" + argv[0], "--no-build"] + argv[1:], check=False)
           for title, argv in FAULT_TESTS]
     ok.append(step("coverage-guided fuzzing of the request decoder",
