@@ -102,11 +102,14 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
+        // glibc's mallopt, which Swift's Glibc module does not export (malloc.h).
+        .target(name: "CMallocTuning"),
         // The server executable: command-line and environment parsing, then run.
         .executableTarget(
             name: "Crebitos",
             dependencies: [
                 "CrebitosApp",
+                "CMallocTuning",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: releaseSettings
