@@ -64,9 +64,6 @@ extension APIError {
         .unprocessableEntity, "the credit would take saldo above \(TransactionRequest.maximumAmount)", field: "valor")
     static let idempotencyKeyReused = APIError(
         .unprocessableEntity, "Idempotency-Key was already used with a different request", field: "Idempotency-Key")
-    static let idempotencyKeyInFlight = APIError(
-        .conflict, "a request with this Idempotency-Key is being processed; retry once it has been answered",
-        field: "Idempotency-Key")
     static let idempotencyKeyMalformed = APIError(
         .badRequest, "Idempotency-Key must be one header of 1 to 128 printable ASCII characters", field: "Idempotency-Key")
     /// The write was refused or rolled back: the money did not move. 503, the one status

@@ -124,7 +124,6 @@ public struct APIResponder<L: Ledger>: Sendable {
         case .balanceCeilingReached: return APIResponse(.balanceCeiling, allocator: allocator)
         case .unknownClient: return APIResponse(.clientNotFound, allocator: allocator)
         case .idempotencyKeyReused: return APIResponse(.idempotencyKeyReused, allocator: allocator)
-        case .idempotencyKeyInFlight: return APIResponse(.idempotencyKeyInFlight, allocator: allocator)
         }
     }
 

@@ -18,7 +18,6 @@ public enum IdempotencyRecord {
         case .balanceCeilingReached(let balance): ("balance_ceiling", balance)
         case .unknownClient: ("unknown_client", nil)
         case .idempotencyKeyReused: ("idempotency_key_reused", nil)
-        case .idempotencyKeyInFlight: ("idempotency_key_in_flight", nil)
         }
     }
 

@@ -24,10 +24,6 @@ public enum TransactionOutcome: Sendable, Hashable {
     case unknownClient
     /// Not stored: the idempotency key was first used with a different request.
     case idempotencyKeyReused
-    /// Not stored: another request with the same client and idempotency key is being
-    /// processed right now; its answer will be recorded under the key (IETF
-    /// draft-ietf-httpapi-idempotency-key-header: 409 Conflict).
-    case idempotencyKeyInFlight
 }
 
 /// The answer to a write: its outcome, and whether it is the recorded answer to an

@@ -32,7 +32,6 @@ public final class PostgresLedger: Ledger {
     let client: PostgresClient
     let logger: Logger
     private let runTask: Task<Void, Never>
-    private let keysInFlight = InFlightIdempotencyKeys()
     private let state = Mutex(State())
     private let taskCount = Counter()
 
@@ -130,16 +129,16 @@ public final class PostgresLedger: Ledger {
         guard alreadyWaited < configuration.writeDeadline else {
             return completion(.failure(LedgerUnavailable.notWritten(.deadlineExceeded)))
         }
-        keysInFlight.whileClaimed(idempotencyKey, forClient: clientID, completion: completion) { completion in
-            // Every write is answered within twice its deadline, even one whose query never
-            // returns (a connection lost without an error, a pool waiting for a server that
-            // is gone): found by killing the PostgreSQL server under load (docs/FAULTS.md).
-            // The operation ends with the answer (close() waits for that), not when a stuck
-            // query returns, if it ever does.
-            answerWithin(configuration.writeDeadline * 2, completion: completion) { attempt in
-                await self.write(request, clientID: clientID, key: idempotencyKey, alreadyWaited: alreadyWaited, attempt: attempt)
-                    .mapError { $0 as any Error }
-            }
+        // A request whose key is in flight waits on the first's row lock and then replays its
+        // record, in this process as in another (docs/ARCHITECTURE.md, "Idempotency keys").
+        // Every write is answered within twice its deadline, even one whose query never
+        // returns (a connection lost without an error, a pool waiting for a server that is
+        // gone): found by killing the PostgreSQL server under load (docs/FAULTS.md). The
+        // operation ends with the answer (close() waits for that), not when a stuck query
+        // returns, if it ever does.
+        answerWithin(configuration.writeDeadline * 2, completion: completion) { attempt in
+            await self.write(request, clientID: clientID, key: idempotencyKey, alreadyWaited: alreadyWaited, attempt: attempt)
+                .mapError { $0 as any Error }
         }
     }
 

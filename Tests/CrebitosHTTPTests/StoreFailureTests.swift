@@ -23,18 +23,6 @@ final class StoreFailureTests: XCTestCase {
         }
     }
 
-    private struct InFlightLedger: Ledger {
-        func apply(
-            _ request: TransactionRequest, toClient clientID: Int64, idempotencyKey: IdempotencyKey?, alreadyWaited: Duration,
-            completion: @escaping @Sendable (Result<TransactionReceipt, any Error>) -> Void
-        ) {
-            completion(.success(TransactionReceipt(outcome: .idempotencyKeyInFlight)))
-        }
-        func statement(forClient clientID: Int64, completion: @escaping @Sendable (Result<AccountStatement?, any Error>) -> Void) {
-            completion(.success(nil))
-        }
-    }
-
     private func answer(_ ledger: some Ledger, _ request: APIRequest) -> APIResponse {
         let answer = Mutex<APIResponse?>(nil)
         APIResponder(ledger: ledger, instanceName: "test").respond(to: request) { response in
@@ -77,12 +65,6 @@ final class StoreFailureTests: XCTestCase {
             XCTAssertTrue(text.contains("outcome is unknown") && text.contains("same Idempotency-Key"), text)
             XCTAssertFalse(text.contains("nothing was stored"), text)
         }
-    }
-
-    func testAKeyInFlightIs409() {
-        let response = answer(InFlightLedger(), write)
-        XCTAssertEqual(response.status, .conflict)
-        XCTAssertTrue(String(buffer: response.body).contains("\"field\":\"Idempotency-Key\""))
     }
 
     func testAFailedStatementIs503() {

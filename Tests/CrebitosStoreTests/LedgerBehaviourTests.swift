@@ -393,20 +393,18 @@ struct LedgerBehaviourTests {
                 for try await receipt in group { receipts.append(receipt) }
                 return receipts
             }
-            // One applied it; the others were answered 409 while it was in flight, or replayed
-            // its recorded answer after it committed.
+            // One applied it; each of the others waited for it and got its answer, replayed.
             let applied = TransactionOutcome.applied(Balance(limit: 1_000_000, balance: -10))
-            #expect(receipts.filter { !$0.isReplay && $0.outcome == applied }.count == 1)
-            #expect(receipts.allSatisfy { $0.outcome == applied || $0.outcome == .idempotencyKeyInFlight })
-            #expect(receipts.allSatisfy { $0.outcome == applied || !$0.isReplay })
+            #expect(receipts.filter { !$0.isReplay }.count == 1)
+            #expect(receipts.allSatisfy { $0.outcome == applied })
             #expect(try await ledger.audit()[2].transactionCount == 1)
         }
     }
 
     @Test(arguments: Engine.allCases)
     func retriesWithOneKeyOnTwoInstancesApplyOnce(engine: Engine) async throws {
-        // The in-flight check is per process; across instances the store must serialise
-        // the key itself: the second instance finds the first's record and replays it.
+        // Across instances as within one: the store serialises the key, and every request
+        // after the first finds its record and replays it.
         let first = try await TestLedger.fresh(engine)
         let second = try await TestLedger.open(on: first.place)
         let key = try key("two-instances")
@@ -423,8 +421,8 @@ struct LedgerBehaviourTests {
         try await first.close()
         try await second.close()
         let applied = TransactionOutcome.applied(Balance(limit: 1_000_000, balance: -10))
-        #expect(receipts.filter { !$0.isReplay && $0.outcome == applied }.count == 1)
-        #expect(receipts.allSatisfy { $0.outcome == applied || $0.outcome == .idempotencyKeyInFlight })
+        #expect(receipts.filter { !$0.isReplay }.count == 1)
+        #expect(receipts.allSatisfy { $0.outcome == applied })
         #expect(transactions == 1)
     }
 
