@@ -565,9 +565,9 @@ class Postgres:
                 and self.tool("pg_ctl", "-D", self.data, "status", stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL).returncode == 0)
 
-    def admin_sql(self, sql):
+    def admin_sql(self, sql, database="postgres"):
         r = self.tool("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.dir, "-p", self.port(),
-                      "-U", "postgres", "-d", "postgres", "-Atc", sql, capture_output=True, text=True)
+                      "-U", "postgres", "-d", database, "-Atc", sql, capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else die("psql: %s" % r.stderr.strip())
 
     def start(self, port=None, settings="", enter=None):
@@ -614,6 +614,9 @@ class Postgres:
             if self.admin_sql("SELECT 1 FROM %s WHERE %s = 'rinha'" % (table, column)) != "1":
                 log("creating the %s rinha" % what, self.out)
                 self.admin_sql("CREATE " + create)
+        # The ledger audit's integrity check (ledger.postgres_integrity) runs amcheck as rinha.
+        self.admin_sql("CREATE EXTENSION IF NOT EXISTS amcheck; "
+                       "GRANT EXECUTE ON FUNCTION bt_index_check(regclass, boolean) TO %s" % self.ROLE, self.DB)
         log("PostgreSQL ready: %s" % self.url(), self.out)
         return self.url()
 

@@ -8,6 +8,7 @@ import unittest
 
 from crebitos_tools import loadrun, loadtest_audit as audit, score
 from crebitos_tools.clients import LIMITS
+from crebitos_tools.tests import server_database
 
 
 def line(phase="d", t0=1000, rt=1.0, status=200, ok=1, inc=0, cliente=1, tipo="d", valor=10,
@@ -83,14 +84,8 @@ class VerdictTest(unittest.TestCase):
 class AuditTest(unittest.TestCase):
     def setUp(self):
         self.path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()), "rinha.db")
-        self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: the audit reads each row at once
+        self.db = server_database(self.path)  # autocommit: the audit reads each row at once
         self.addCleanup(self.db.close)
-        self.db.executescript("""
-            CREATE TABLE clientes (id INTEGER PRIMARY KEY, limite INTEGER NOT NULL, saldo INTEGER NOT NULL);
-            CREATE TABLE transacoes (id INTEGER PRIMARY KEY, cliente_id INTEGER NOT NULL, valor INTEGER NOT NULL,
-                tipo TEXT NOT NULL, descricao TEXT NOT NULL, realizada_em INTEGER NOT NULL);
-        """)
-        self.db.executemany("INSERT INTO clientes VALUES (?, ?, 0)", LIMITS.items())
         self.saldo = {c: 0 for c in LIMITS}
         self.recs = []
 
@@ -170,8 +165,12 @@ class AuditTest(unittest.TestCase):
         self.assertFalse(checks["balances"])
 
     def test_history_below_limit_even_if_final_balance_is_fine(self):
-        self.tx(2, "d", 80001, "overdrawnn")
-        self.tx(2, "c", 80001, "refilledxx")
+        # The server's CHECK keeps saldo itself from going below -limite; the rows can still
+        # tell a history that did: the debit and the credit land in one update of saldo.
+        self.store(2, "d", 80001, "overdrawnn", update_saldo=False)
+        self.store(2, "c", 80001, "refilledxx", update_saldo=False)
+        for tipo, descricao, saldo in (("d", "overdrawnn", -80001), ("c", "refilledxx", 0)):
+            self.recs.append(line(phase=tipo, cliente=2, tipo=tipo, valor=80001, descricao=descricao, saldo=saldo))
         res, checks = self.run_audit()
         self.assertTrue(checks["balances"])
         self.assertFalse(checks["history"])
