@@ -76,7 +76,7 @@ def max_id(path):
 # tables, then the balance invariant computed by the server, not by the replay in Python:
 # each client's saldo equals the sum of its transactions, and saldo >= -limite. amcheck is a
 # contrib extension that only a superuser creates: scripts/postgres-server creates it in the
-# rinha database and grants its check to the rinha role (stackctl's Postgres.start).
+# rinha database and grants its check to the rinha role (postgres.py's Postgres.start).
 PG_INTEGRITY = """BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
 SELECT 'I', c.relname, public.bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
  WHERE i.indrelid IN ('clientes'::regclass, 'transacoes'::regclass, 'idempotency_keys'::regclass) ORDER BY 2;

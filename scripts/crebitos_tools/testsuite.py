@@ -21,7 +21,8 @@ import time
 
 from . import REPO, skips
 from .skips import SKIPPED
-from .stackctl import die, need
+from .prerequisites import need
+from .processes import die
 
 FAULT_TESTS = [
     ("hostile input through nginx and straight to an instance", ["badinput-test"]),

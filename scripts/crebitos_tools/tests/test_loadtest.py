@@ -2,7 +2,6 @@
 and the verdict (loadrun.py). Stdlib only: records are written as crebitos.js writes them and
 the database by hand with the server's schema."""
 import os
-import sqlite3
 import tempfile
 import unittest
 
