@@ -42,7 +42,7 @@ class Checks:
         ok = bool(ok)
         self.items.append((name, ok, detail))
         if self.echo or not ok:
-            log("  %s  %s: %s" % ("ok  " if ok else "FAIL", name, detail))
+            log("  %s  %s%s" % ("ok  " if ok else "FAIL", name, ": " + detail if detail else ""))
         return ok
 
     def add_audit(self, res, title):
@@ -58,7 +58,7 @@ class Checks:
         if self.failed:
             log("\nfailures:")
             for name, _, detail in self.failed[:40]:
-                log("  FAIL  %s: %s" % (name, detail))
+                log("  FAIL  %s%s" % (name, ": " + detail if detail else ""))
         log("\n%d passed, %d failed" % (len(self.items) - len(self.failed), len(self.failed)))
         return 1 if self.failed else 0
 
