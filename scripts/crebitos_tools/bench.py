@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from . import PACKAGE, REPO, processes, venv
+from .clients import RATES
 from .loadrun import answers
 from .score import percentile
 
@@ -42,7 +43,8 @@ def context_switches(pid):
 def k6_constant(base, rate, seconds):
     """crebitos.js's constant-rate probe (RATE set); k6's summary metrics."""
     with tempfile.TemporaryDirectory(prefix="crebitos-k6-") as d:
-        env = dict(os.environ, BASE_URL=base, RATE=str(rate), SECONDS=str(seconds), K6_NO_USAGE_REPORT="true",
+        env = dict(os.environ, BASE_URL=base, RATE=str(rate), SECONDS=str(seconds), RATES=json.dumps(RATES),
+                   K6_NO_USAGE_REPORT="true",
                    SUMMARY_PATH=os.path.join(d, "summary.json"))
         r = subprocess.run([venv.tool("k6"), "run", "--quiet", "--no-usage-report", os.path.join(PACKAGE, "crebitos.js")],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
