@@ -15,7 +15,7 @@ import time
 import urllib.request
 
 from . import REPO, PACKAGE, SCRIPTS, diskprobe, ledger, loadtest_audit, loadcounters, plot, processes, report, score, stackstate, venv
-from .clients import LIMITS
+from .clients import LIMITS, RATES
 from .progress import Progress, tail_records
 
 OFFICIAL = {"ramp_s": 120, "plateau_s": 120}
@@ -169,7 +169,7 @@ def run_k6(args, measurement):
     k6 = venv.tool("k6")
     env = dict(os.environ, BASE_URL=args.url, SCALE=str(args.scale), RAMP_S=str(args.profile["ramp_s"]),
                PLATEAU_S=str(args.profile["plateau_s"]), SUMMARY_PATH=os.path.join(args.run_dir, "k6-summary.json"),
-               LIMITS=json.dumps(LIMITS), K6_NO_USAGE_REPORT="true")
+               LIMITS=json.dumps(LIMITS), RATES=json.dumps(RATES), K6_NO_USAGE_REPORT="true")
     records = os.path.join(args.run_dir, "records.log")
     for stale in (records, env["SUMMARY_PATH"]):  # k6 appends: a reused run directory must start empty
         if os.path.exists(stale):
@@ -221,6 +221,7 @@ def verdict(res, strict):
          "%d validation(s) of phases 1-2 failed" % (sc.get("validations", 0) - sc.get("validations_ok", 0))),
         (audit and not audit["ok"], "ledger audit failed"),
         (not audit, "no audit"),
+        (sc.get("dropped_arrivals") is None, "no k6 summary: arrivals k6 dropped are unknown"),
         (k6_exit != 0, "k6 exited %d" % k6_exit),
         (strict and sla_miss, "payout below USD 100,000 (--strict)")) if failed]
     res["verdict"] = "FAIL" if failures else "PASS"

@@ -72,6 +72,19 @@ class VerdictTest(unittest.TestCase):
         self.assertIn("SLA missed", self.verdict(slow)[1])
         self.assertEqual(self.verdict(slow, strict=True)[0], ["payout below USD 100,000 (--strict)"])
 
+    def test_a_missing_k6_summary_is_no_zero(self):
+        missing = os.path.join(self.enterContext(tempfile.TemporaryDirectory()), "k6-summary.json")
+        self.assertIsNone(score.dropped_arrivals(missing))
+        res = {"score": score.score(records(line()), score.dropped_arrivals(missing)), "k6": {"exit_code": 0},
+               "audit": {"ok": True}}
+        self.assertEqual(loadrun.verdict(res, False), ["no k6 summary: arrivals k6 dropped are unknown"])
+        with open(missing, "w") as fh:
+            fh.write('{"metrics": {"dropped_iterations": {"values": {"count": 7}}}}')
+        self.assertEqual(score.dropped_arrivals(missing), 7)
+        with open(missing, "w") as fh:
+            fh.write('{"metrics": {"http_reqs": {"values": {"count": 9}}}}')
+        self.assertEqual(score.dropped_arrivals(missing), 0)  # a summary without the metric: k6 dropped nothing
+
     def test_each_failure_is_named(self):
         self.assertEqual(self.verdict([line(ok=0, inc=1, reason="limite ultrapassado")])[0], ["1 inconsistencies"])
         self.assertEqual(self.verdict([line(phase="v", ok=0)])[0], ["1 validation(s) of phases 1-2 failed"])
