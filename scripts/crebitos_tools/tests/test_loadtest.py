@@ -1,7 +1,9 @@
 """Tests of the load test's judges: the score (score.py), the ledger audit (loadtest_audit.py)
-and the verdict (loadrun.py). Stdlib only: records are written as crebitos.js writes them and
-the database by hand with the server's schema."""
+and the verdict (loadrun.py). Stdlib only: the record format is checked against lines
+crebitos.js wrote in a real run (tests/k6-records.sample) and against crebitos.js itself;
+the database is built from the server's schema (tests/schema.sql)."""
 import os
+import re
 import tempfile
 import unittest
 
@@ -21,16 +23,56 @@ def records(*lines):
     return [score.Record.parse(x) for x in lines]
 
 
+SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "k6-records.sample")
+
+
+def sample_lines():
+    """The record lines crebitos.js wrote in a real run (tests/k6-records.sample)."""
+    with open(SAMPLE) as fh:
+        return [x.rstrip("\n") for x in fh if x.startswith("R|")]
+
+
+class RecordFormatTest(unittest.TestCase):
+    """The format is what crebitos.js writes, not what this file thinks it writes."""
+
+    def test_real_records_parse_into_what_they_hold(self):
+        got = [(r.phase, r.t0, r.rt, r.status, r.ok, r.inc, r.cliente, r.tipo, r.valor, r.descricao, r.saldo,
+                r.instance, r.reason) for r in map(score.Record.parse, sample_lines())]
+        self.assertEqual(got, [
+            ("v", 1796305600625, 581.491, 200, True, False, 1, "d", 1, "validacao", -4, "api02", ""),
+            ("d", 1796305601683, 5.369, 200, True, False, 2, "d", 9459, "CvttJxGN42", -9458, "api02", ""),
+            ("d", 1796305604615, 28.965, 422, True, False, 2, "d", 3716, "QNDSOHigEV", None, "api01", ""),
+            ("c", 1796305601734, 27.791, 200, True, False, 1, "c", 7525, "aAeKKWOp8O", 7526, "api01", ""),
+            ("e", 1796305602130, 8.918, 200, True, False, 3, "e", "", "", 1, "api02", ""),
+            ("v", 1796305601119, 0.937, 404, True, False, 6, "e", "", "", None, "api01", "")])
+        self.assertEqual([r.is_write for r in map(score.Record.parse, sample_lines())], [True] * 4 + [False] * 2)
+        self.assertIsNone(score.Record.parse("some k6 warning"))
+
+    def test_the_sample_has_the_fields_crebitos_js_documents_and_writes(self):
+        with open(os.path.join(os.path.dirname(SAMPLE), "..", "crebitos.js")) as fh:
+            js = fh.read()
+        documented = re.search(r"^//   (R\|[a-z0-9_|]+)$", js, re.M)[1].split("|")
+        template = re.search(r"console\.log\(`(R\|.*?)`\);", js, re.S)[1]
+        self.assertEqual(template.count("|"), len(documented) - 1)
+        for real in sample_lines():
+            self.assertEqual(len(real.split("|")), len(documented), real)
+
+    def test_line_builds_exactly_what_crebitos_js_writes(self):
+        # line() makes the records of the tests below: it must write the real format.
+        names = ("phase", "t0", "rt", "status", "ok", "inc", "cliente", "tipo", "valor", "descricao", "saldo",
+                 "instance", "reason")
+        for real in sample_lines():
+            f = dict(zip(names, real.split("|")[1:]))
+            built = line(**dict(f, t0=int(f["t0"]), rt=float(f["rt"]), status=int(f["status"]), ok=int(f["ok"]),
+                                inc=int(f["inc"]), saldo=f["saldo"] or None))
+            self.assertEqual(built, real)
+
+
 class ScoreTest(unittest.TestCase):
     def test_parse_round_trip(self):
         r = score.Record.parse(line(descricao="XyZ0123456", saldo=-42, reason="x:limite"))
         self.assertEqual((r.phase, r.status, r.ok, r.cliente, r.tipo, r.valor, r.descricao, r.saldo, r.reason),
                          ("d", 200, True, 1, "d", 10, "XyZ0123456", -42, "x:limite"))
-        self.assertIsNone(score.Record.parse("some k6 warning"))
-
-    def test_statement_line(self):
-        r = score.Record.parse(line(phase="e", tipo="e", valor="", descricao="", saldo=-5))
-        self.assertEqual((r.is_write, r.saldo), (False, -5))
 
     def test_percentile_is_nearest_rank(self):
         v = list(range(1, 101))
