@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CrebitosLedger
 import CrebitosStore
 import CrebitosTestSupport
 import Foundation
@@ -12,7 +13,9 @@ import XCTest
 /// listens on TCP, the other on a Unix socket. Requests go to both at once. Once on one
 /// SQLite file, once on one PostgreSQL database (of its own, on the test server).
 final class TwoProcessTests: XCTestCase {
-    private static let limits: [Int64: Int64] = [1: 100_000, 2: 80_000, 3: 1_000_000, 4: 10_000_000, 5: 500_000]
+    /// The limits every new database starts with (CrebitosLedger's InitialClients, which the
+    /// ledger tests hold to the spec's numbers).
+    private static let limits = Dictionary(uniqueKeysWithValues: InitialClients.all.map { ($0.id, $0.limit) })
 
     private struct Answered: Sendable {
         let client: Int64
@@ -53,27 +56,34 @@ final class TwoProcessTests: XCTestCase {
             for server in servers { try await server.waitUntilReady(client: client) }
 
             let requestsPerServer = 600
-            let answered = try await withThrowingTaskGroup(of: Answered?.self) { group in
+            let results = try await withThrowingTaskGroup(of: (server: String, answered: Answered?).self) { group in
                 var sent = 0
-                var results: [Answered] = []
+                var results: [(server: String, answered: Answered?)] = []
                 // At most 64 requests in flight, spread over both processes.
                 for index in 0..<(2 * requestsPerServer) {
                     if sent >= 64, let result = try await group.next() {
-                        if let result { results.append(result) }
+                        results.append(result)
                     }
                     sent += 1
                     let server = servers[index % 2]
                     group.addTask {
-                        try await Self.send(index: index, to: server, client: client)
+                        (server.name, try await Self.send(index: index, to: server, client: client))
                     }
                 }
-                for try await result in group { if let result { results.append(result) } }
+                for try await result in group { results.append(result) }
                 return results
             }
+            let answered = results.compactMap(\.answered)
 
-            // Both 200s and limit refusals happened, on both processes.
+            // Both 200s and limit refusals happened, on each of the two processes.
             XCTAssertGreaterThan(answered.count, 100)
             XCTAssertLessThan(answered.count, 2 * requestsPerServer)
+            for server in servers {
+                let its = results.filter { $0.server == server.name }
+                XCTAssertEqual(its.count, requestsPerServer, "every request sent to \(server.name) was answered")
+                XCTAssertGreaterThan(its.filter { $0.answered != nil }.count, 10, "\(server.name) applied transactions (200)")
+                XCTAssertGreaterThan(its.filter { $0.answered == nil }.count, 10, "\(server.name) refused debits at the limit (422)")
+            }
             for server in servers { XCTAssertTrue(server.process.isRunning, server.log) }
             for server in servers { server.terminate() }
             for server in servers {

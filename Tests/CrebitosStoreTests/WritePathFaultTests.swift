@@ -1,7 +1,6 @@
 import CrebitosLedger
 @testable import CrebitosStore
 import GRDB
-import Synchronization
 import XCTest
 
 /// What a write answers when it cannot be carried out, with SQLite-specific ways of
@@ -82,24 +81,13 @@ final class WritePathFaultTests: XCTestCase {
         // handler and succeeds after the deadline passed. The write must not happen.
         let ledger = try open { $0.writeDeadline = .milliseconds(100) }
         defer { try? ledger.close() }
-        let outsider = try DatabaseQueue(path: directory.databasePath)
-        let started = DispatchSemaphore(value: 0)
-        let holder = Thread {
-            try? outsider.writeWithoutTransaction { db in
-                try db.execute(sql: "BEGIN IMMEDIATE")
-                started.signal()
-                Thread.sleep(forTimeInterval: 0.4)
-                try db.execute(sql: "COMMIT")
-            }
-        }
-        holder.start()
-        started.wait()
+        let outsider = try OutsideWriteLock(path: directory.databasePath, holdAtMost: 0.4)
         let request = try credit("late")
         let late = Task { try await ledger.apply(request, toClient: 2) }
         let error = await refusal(late)
         XCTAssertEqual(error, .notWritten(.deadlineExceeded))
         XCTAssertEqual(try storedDescriptions(ledger), [])
-        try outsider.close()
+        try outsider.release()
     }
 
     func testBeyondTheQueueBoundWritesAreRefusedAtOnce() async throws {
@@ -210,26 +198,13 @@ final class WritePathFaultTests: XCTestCase {
         // SQLite's write lock held from outside our flock for longer than the busy timeout.
         let ledger = try open { $0.busyTimeoutMilliseconds = 50 }
         defer { try? ledger.close() }
-        let outsider = try DatabaseQueue(path: directory.databasePath)
-        let started = DispatchSemaphore(value: 0)
-        let finish = DispatchSemaphore(value: 0)
-        let holder = Thread {
-            try? outsider.writeWithoutTransaction { db in
-                try db.execute(sql: "BEGIN IMMEDIATE")
-                started.signal()
-                finish.wait()
-                try db.execute(sql: "COMMIT")
-            }
-        }
-        holder.start()
-        started.wait()
+        let outsider = try OutsideWriteLock(path: directory.databasePath)
         let request = try credit("nobegin")
         let write = Task { try await ledger.apply(request, toClient: 5) }
         let error = await refusal(write)
         XCTAssertEqual(error, .notWritten(.transactionFailed))
-        finish.signal()
+        try outsider.release()
         XCTAssertEqual(try storedDescriptions(ledger), [])
-        try outsider.close()
     }
 
     /// The sqlite3 CLI in a `BEGIN IMMEDIATE` (the README sends operators there) holds SQLite's
@@ -239,33 +214,18 @@ final class WritePathFaultTests: XCTestCase {
     func testAnOutsideWriteLockIsWaitedForOnlyUntilTheDeadlineAndStatementsStillAnswer() async throws {
         let ledger = try open { $0.writeDeadline = .milliseconds(300) }
         defer { try? ledger.close() }
-        let outsider = try DatabaseQueue(path: directory.databasePath)
-        let started = DispatchSemaphore(value: 0)
-        let finish = DispatchSemaphore(value: 0)
-        let released = Mutex(false)
-        let holder = Thread {
-            try? outsider.writeWithoutTransaction { db in
-                try db.execute(sql: "BEGIN IMMEDIATE")
-                started.signal()
-                // Held until the test is done, or 4 s at most: a writer that waits for the
-                // lock past its deadline would then get it, and be refused only after.
-                _ = finish.wait(timeout: .now() + 4)
-                try db.execute(sql: "ROLLBACK")
-                released.withLock { $0 = true }
-            }
-        }
-        holder.start()
-        started.wait()
+        // Held until the test is done, or 4 s at most: a writer that waits for the lock past
+        // its deadline would then get it, and be refused only after.
+        let outsider = try OutsideWriteLock(path: directory.databasePath, holdAtMost: 4, end: "ROLLBACK")
         let request = try credit("cliheld")
         let write = Task { try await ledger.apply(request, toClient: 5) }
         let statement = try await ledger.statement(forClient: 5)
         XCTAssertNotNil(statement, "a statement reads its snapshot while the CLI holds the write lock")
         let error = await refusal(write)
         XCTAssertEqual(error, .notWritten(.deadlineExceeded))
-        XCTAssertFalse(released.withLock { $0 }, "refused at its deadline, while the lock was still held, not once it was free")
-        finish.signal()
+        XCTAssertFalse(outsider.hasEnded, "refused at its deadline, while the lock was still held, not once it was free")
+        try outsider.release()
         XCTAssertEqual(try storedDescriptions(ledger), [])
-        try outsider.close()
     }
 
     // MARK: Idempotency keys in flight

@@ -17,7 +17,8 @@ import sys
 import tempfile
 import time
 
-from . import PACKAGE, REPO, stackctl, venv
+from . import PACKAGE, REPO, processes, venv
+from .clients import RATES
 from .loadrun import answers
 from .score import percentile
 
@@ -42,7 +43,8 @@ def context_switches(pid):
 def k6_constant(base, rate, seconds):
     """crebitos.js's constant-rate probe (RATE set); k6's summary metrics."""
     with tempfile.TemporaryDirectory(prefix="crebitos-k6-") as d:
-        env = dict(os.environ, BASE_URL=base, RATE=str(rate), SECONDS=str(seconds), K6_NO_USAGE_REPORT="true",
+        env = dict(os.environ, BASE_URL=base, RATE=str(rate), SECONDS=str(seconds), RATES=json.dumps(RATES),
+                   K6_NO_USAGE_REPORT="true",
                    SUMMARY_PATH=os.path.join(d, "summary.json"))
         r = subprocess.run([venv.tool("k6"), "run", "--quiet", "--no-usage-report", os.path.join(PACKAGE, "crebitos.js")],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -54,7 +56,7 @@ def k6_constant(base, rate, seconds):
 
 def measure_instance(label, binary, env, a):
     with tempfile.TemporaryDirectory(prefix="crebitos-instance-") as d:
-        base = "http://127.0.0.1:%d" % stackctl.free_port()
+        base = "http://127.0.0.1:%d" % processes.free_port()
         with open(os.path.join(d, "server.log"), "w") as log:
             server = subprocess.Popen([os.path.abspath(binary), "--database", os.path.join(d, "rinha.db"), "--listen",
                                        base[7:], "--synchronous", a.sync, "--instance", label],
@@ -62,9 +64,9 @@ def measure_instance(label, binary, env, a):
         try:
             if not answers(base, 10):
                 raise SystemExit("%s did not answer on %s" % (label, base))
-            cpu0, switches0 = stackctl.cpu_seconds_of(server.pid), context_switches(server.pid)
+            cpu0, switches0 = processes.cpu_seconds_of(server.pid), context_switches(server.pid)
             m = k6_constant(base, a.rate, a.seconds)
-            cpu1, switches1 = stackctl.cpu_seconds_of(server.pid), context_switches(server.pid)
+            cpu1, switches1 = processes.cpu_seconds_of(server.pid), context_switches(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=15)

@@ -17,7 +17,6 @@ it says so and exits 3 (scripts/test counts that as a skip, and prints it in its
 """
 import argparse
 import asyncio
-import json
 import os
 import shlex
 import shutil

@@ -4,11 +4,12 @@
 //              credits of 1, statement == 0; phase 2: the 5 clients at once (initial statement,
 //              "toma", "devolve", statement order, "danada" + 4 simultaneous statements, 5 invalid
 //              payloads) and, at the same moment, GET /clientes/6/extrato -> 404;
-//   scenarios  phase 3: open model, debits 1 -> 220/s, credits 1 -> 110/s, statements 1 -> 10/s
+//   scenarios  phase 3: open model, debits 1 -> RATES.d/s, credits 1 -> RATES.c/s, statements 1 -> RATES.e/s
 //              over RAMP_S seconds, then PLATEAU_S seconds flat.
 // setup() ends before any scenario starts (Gatling's `andThen`); each request opens its own TCP
 // connection (noConnectionReuse). Environment: BASE_URL, SCALE (rate multiplier), RAMP_S,
-// PLATEAU_S, SUMMARY_PATH, LIMITS (the clients' limits, from crebitos_tools/clients.py).
+// PLATEAU_S, SUMMARY_PATH, LIMITS and RATES (the clients' limits and the rates, from
+// crebitos_tools/clients.py).
 //
 // Nothing is judged here: each request becomes a line of console output (k6 --console-output
 // FILE --log-format raw) for score.py and loadtest_audit.py to judge:
@@ -17,7 +18,7 @@
 // (as Gatling measures it); ok: expected status and every Gatling check passed; inc: a balance
 // inconsistency; reason: why not, plus "x:..." for stricter checks than Gatling's (never scored).
 //
-// With RATE set (`scripts/loadtest instance`): the contest's blend (220 : 110 : 10) on random
+// With RATE set (`scripts/loadtest instance`): the contest's blend (RATES.d : RATES.c : RATES.e) on random
 // clients at RATE requests/s for SECONDS over kept-alive connections (as nginx's upstream
 // keep-alive), nothing recorded, only the `full_ms` trend in the summary.
 
@@ -28,6 +29,9 @@ const BASE = __ENV.BASE_URL || 'http://127.0.0.1:9999';
 const num = (name, otherwise) => Number(__ENV[name] ?? otherwise);
 const [SCALE, RAMP_S, PLATEAU_S, RATE] = [num('SCALE', 1), num('RAMP_S', 120), num('PLATEAU_S', 120), num('RATE', 0)];
 const LIMITS = JSON.parse(__ENV.LIMITS || '{}');
+// New requests per second per kind at the top of the ramp (d, c, e): clients.py's, which
+// loadrun.py and bench.py pass (there is no default here, so that they live in one place).
+const RATES = JSON.parse(__ENV.RATES);
 const CLIENTS = [1, 2, 3, 4, 5];
 const PARAMS = { headers: { 'content-type': 'application/json' } };
 const ALNUM = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
@@ -58,9 +62,9 @@ export const options = {
     constant: { executor: 'constant-arrival-rate', exec: 'constant', rate: RATE, timeUnit: '1s',
       duration: `${num('SECONDS', 20)}s`, preAllocatedVUs: Math.ceil(RATE / 10) + 5, maxVUs: RATE + 50 },
   } : {
-    debitos: rampScenario('debito', 220),
-    creditos: rampScenario('credito', 110),
-    extratos: rampScenario('extrato', 10),
+    debitos: rampScenario('debito', RATES.d),
+    creditos: rampScenario('credito', RATES.c),
+    extratos: rampScenario('extrato', RATES.e),
   },
 };
 
@@ -201,8 +205,9 @@ export function extrato() {
 
 const fullMs = new Trend('full_ms', true);
 export function constant() {
-  const [cliente, pick] = [randomClient(), Math.random() * 340];
-  const req = pick < 10 ? get(cliente) : post(cliente, body(randomValor(), pick < 120 ? 'c' : 'd', randomDescricao()));
+  const [cliente, pick] = [randomClient(), Math.random() * (RATES.e + RATES.c + RATES.d)];
+  const req = pick < RATES.e ? get(cliente)
+    : post(cliente, body(randomValor(), pick < RATES.e + RATES.c ? 'c' : 'd', randomDescricao()));
   fullMs.add(fullTime(http.request(...req)));
 }
 

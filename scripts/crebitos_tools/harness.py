@@ -13,7 +13,7 @@ import time
 import traceback
 from collections import Counter
 
-from . import REPO, SCRIPTS, log, stackctl
+from . import REPO, SCRIPTS, log, processes, serverbinary, stackstate, teststack
 from .ledger import format_report, integrity
 from .progress import Progress
 
@@ -42,7 +42,7 @@ class Checks:
         ok = bool(ok)
         self.items.append((name, ok, detail))
         if self.echo or not ok:
-            log("  %s  %s: %s" % ("ok  " if ok else "FAIL", name, detail))
+            log("  %s  %s%s" % ("ok  " if ok else "FAIL", name, ": " + detail if detail else ""))
         return ok
 
     def add_audit(self, res, title):
@@ -58,13 +58,13 @@ class Checks:
         if self.failed:
             log("\nfailures:")
             for name, _, detail in self.failed[:40]:
-                log("  FAIL  %s: %s" % (name, detail))
+                log("  FAIL  %s%s" % (name, ": " + detail if detail else ""))
         log("\n%d passed, %d failed" % (len(self.items) - len(self.failed), len(self.failed)))
         return 1 if self.failed else 0
 
 
 def run(name, args, body, after=None, echo=False, own_stack=True, **stack_options):
-    """Runs one test: an out dir, a stack of its own (stack_options go to stackctl.Stack),
+    """Runs one test: an out dir, a stack of its own (stack_options go to teststack.Stack),
     body(stack, checks) while it runs, then the stack stopped (unless --keep), after(stack,
     checks, what body returned) once it is down, its logs copied to the out dir, its state
     removed if everything held. Returns the exit code. Without own_stack body gets None (the
@@ -76,9 +76,9 @@ def run(name, args, body, after=None, echo=False, own_stack=True, **stack_option
     if not own_stack:
         body(None, checks)
         return checks.close()
-    binary = args.bin or stackctl.build_binary(args.no_build, log)
-    stack = stackctl.Stack(out, name=name, **stack_options)
-    stackctl.copy_binary(binary, stack.bin)
+    binary = args.bin or serverbinary.build_binary(args.no_build, log)
+    stack = teststack.Stack(out, name=name, **stack_options)
+    serverbinary.copy_binary(binary, stack.bin)
     log("  stack: 127.0.0.1:%d, state %s, report in %s" % (stack.port, stack.state, out))
     try:
         stack.up()
@@ -106,11 +106,11 @@ def run(name, args, body, after=None, echo=False, own_stack=True, **stack_option
 
 
 def pids(stack):
-    return stackctl.pids(stack.state)  # {service: pid} of its running processes
+    return stackstate.pids(stack.state)  # {service: pid} of its running processes
 
 
 def rss_mb(stack, svc):
-    kb = stackctl.rss_kb(pids(stack).get(svc, 0))
+    kb = processes.rss_kb(pids(stack).get(svc, 0))
     return kb / 1024 if kb else None
 
 

@@ -71,11 +71,48 @@ def max_id(path):
         return db.execute("SELECT coalesce(max(id), 0) FROM transacoes").fetchone()[0]
 
 
+# PostgreSQL's own check of the ledger, in one snapshot: amcheck's bt_index_check (with
+# heapallindexed: every row of the table is found in the index) on each index of the three
+# tables, then the balance invariant computed by the server, not by the replay in Python:
+# each client's saldo equals the sum of its transactions, and saldo >= -limite. amcheck is a
+# contrib extension that only a superuser creates: scripts/postgres-server creates it in the
+# rinha database and grants its check to the rinha role (postgres.py's Postgres.start).
+PG_INTEGRITY = """BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+SELECT 'I', c.relname, public.bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid IN ('clientes'::regclass, 'transacoes'::regclass, 'idempotency_keys'::regclass) ORDER BY 2;
+SELECT 'B', c.id, c.saldo, c.limite, coalesce(sum(CASE t.tipo WHEN 'c' THEN t.valor ELSE -t.valor END), 0)
+  FROM clientes c LEFT JOIN transacoes t ON t.cliente_id = c.id GROUP BY c.id ORDER BY c.id;
+COMMIT"""
+
+
+def postgres_integrity(url):
+    """'ok', or what is wrong: the indexes amcheck checked, and each client's balance."""
+    try:
+        rows = psql(url, PG_INTEGRITY)
+    except subprocess.CalledProcessError as e:
+        return "psql: %s" % (e.stderr or "").strip().replace("\n", " ")[:300]
+    indexes = [r[1] for r in rows if r[0] == "I"]
+    balances = [tuple(map(int, r[1:])) for r in rows if r[0] == "B"]
+    wrong = ["client %d: saldo %d, its rows add up to %d%s" % (cid, saldo, total, ", below -%d" % lim if saldo < -lim else "")
+             for cid, saldo, lim, total in balances if saldo != total or saldo < -lim]
+    if wrong:
+        return "; ".join(wrong)
+    if len(indexes) < 5 or not balances:  # the schema's 3 primary keys and 2 indexes
+        return "only %d indexes and %d clients found to check" % (len(indexes), len(balances))
+    return "ok"
+
+
 def integrity(path):
+    """'ok', or what the store's own check found: PRAGMA integrity_check on a SQLite file;
+    amcheck and the balance invariant on PostgreSQL (postgres_integrity)."""
     if is_postgres(path):
-        return "ok"  # no file to check: the server owns its pages
+        return postgres_integrity(path)
     with closing(open_readonly(path)) as db:
         return "; ".join(r[0] for r in db.execute("PRAGMA integrity_check"))
+
+
+def integrity_check_name(path):
+    return "amcheck bt_index_check and saldo == sum of rows" if is_postgres(path) else "PRAGMA integrity_check"
 
 
 def read_sqlite(path):
@@ -85,7 +122,8 @@ def read_sqlite(path):
         clientes = {cid: (lim, saldo) for cid, lim, saldo in db.execute("SELECT id, limite, saldo FROM clientes ORDER BY id")}
         rows = db.execute("SELECT id, cliente_id, valor, tipo, descricao, realizada_em FROM transacoes ORDER BY id").fetchall()
         try:
-            keys = {k: rest for k, *rest in db.execute("SELECT key, cliente_id, request, outcome, saldo FROM idempotency_keys")}
+            keys = {(cid, k): rest for cid, k, *rest in db.execute(
+                "SELECT cliente_id, key, request, outcome, saldo FROM idempotency_keys")}
         except sqlite3.OperationalError:  # a database from before the table existed
             keys = {}
         return clientes, rows, keys
@@ -99,14 +137,14 @@ def read_postgres(url):
         elif tag == "T":
             rows.append((int(f[0]), int(f[1]), int(f[2]), f[3], f[4], int(f[5])))
         else:
-            keys[f[0]] = [int(f[1]), f[2], f[3], None if f[4] is None else int(f[4])]
+            keys[(int(f[1]), f[0])] = [f[2], f[3], None if f[4] is None else int(f[4])]
     return clientes, rows, keys
 
 
 class Snapshot:
     """clientes {id: (limite, saldo)}, rows [(id, cliente_id, valor, tipo, descricao,
-    realizada_em)] in commit order, keys {key: (cliente_id, request, outcome, saldo)} (empty
-    when the table does not exist), all from one read transaction; sums {client: balance its
+    realizada_em)] in commit order, keys {(cliente_id, key): (request, outcome, saldo)} (keys
+    are per client: two clients may use the same one; empty when the table does not exist), all from one read transaction; sums {client: balance its
     rows give}, after_row {row id: the client's balance right after that row}, below (the rows
     that left a balance under -limite)."""
 

@@ -51,7 +51,7 @@ def key_problems(it, rec, stored, statuses, after_row):
     """What is wrong between a keyed intent, its idempotency_keys record and its rows."""
     if rec is None:
         return [(it.key, "no key recorded", statuses, len(stored))] if stored or it.final_status in DEFINITIVE else []
-    recorded, saldo = rec[2], rec[3]
+    recorded, saldo = rec[1], rec[2]
     out = []
     if recorded == "applied" and len(stored) != 1:
         out.append((it.key, "applied but %d rows" % len(stored)))
@@ -70,7 +70,7 @@ def audit(path, workload, since_id=0, no_late=False, late_batches=0):
     timeout, lets that one batch land after nginx answered 504: nothing can stop a commit the
     disk has already begun."""
     integ = integrity(path)
-    checks = [finding("integrity", integ == "ok", "PRAGMA integrity_check: %s" % integ[:300])]
+    checks = [finding("integrity", integ == "ok", "%s: %s" % (ledger.integrity_check_name(path), integ[:300]))]
     snap = Snapshot(path)
     checks += snap.invariants()
     sent = [(request(it), outcome(it), [a.saldo for a in it.attempts if a.status == 200]) for it in workload.intents]
@@ -107,7 +107,7 @@ def audit(path, workload, since_id=0, no_late=False, late_batches=0):
                 n["committed although the first answer was " + label(it.final)] += 1
         if it.key:
             n["keyed retried"] += len(it.attempts) > 1
-            problems += key_problems(it, snap.keys.get(it.key), stored, statuses, snap.after_row)
+            problems += key_problems(it, snap.keys.get((it.client, it.key)), stored, statuses, snap.after_row)
     checks.append(finding("keyed", not unresolved, "every keyed client got a definitive answer (%d retried)"
                           % n["keyed retried"] if not unresolved else "%d keyed transactions never got a definitive "
                           "answer, e.g. %s" % (len(unresolved), unresolved[:MAX_EXAMPLES])))

@@ -14,8 +14,8 @@ import threading
 import time
 import urllib.request
 
-from . import REPO, PACKAGE, SCRIPTS, diskprobe, ledger, loadtest_audit, plot, report, score, stackctl, venv
-from .clients import LIMITS
+from . import REPO, PACKAGE, SCRIPTS, diskprobe, ledger, loadtest_audit, loadcounters, plot, processes, report, score, stackstate, venv
+from .clients import LIMITS, RATES
 from .progress import Progress, tail_records
 
 OFFICIAL = {"ramp_s": 120, "plateau_s": 120}
@@ -58,7 +58,7 @@ def settle(args):
     args.profile.update({k: v for k, v in (("ramp_s", args.ramp), ("plateau_s", args.plateau)) if v is not None})
     args.url = "http://127.0.0.1:%d" % args.port
     args.state_dir = os.path.join(REPO, args.state_dir)  # an absolute path stays as it is
-    args.db = (args.db or (stackctl.stack_env(args.state_dir).get("CREBITOS_DATABASE") if args.no_stack else None)
+    args.db = (args.db or (stackstate.stack_env(args.state_dir).get("CREBITOS_DATABASE") if args.no_stack else None)
                or os.path.join(REPO, "data", "rinha.db"))
     args.db = args.db if ledger.is_postgres(args.db) else os.path.abspath(args.db)
     args.started = datetime.datetime.now(datetime.timezone.utc)
@@ -94,7 +94,7 @@ def prepare_stack(args):
 
 def find_ledger(args, fresh):
     """The database to audit and its last row before the run: (exists, since_id)."""
-    stack_env = stackctl.stack_env(args.state_dir)
+    stack_env = stackstate.stack_env(args.state_dir)
     if not args.no_stack and stack_env.get("STACK_STORE") == "postgres" and stack_env.get("CREBITOS_DATABASE"):
         args.db = stack_env["CREBITOS_DATABASE"]  # the server's URL
         log("the stack's ledger is on PostgreSQL: auditing %s" % args.db)
@@ -112,23 +112,23 @@ class Measurement(threading.Thread):
 
     def __init__(self, state_dir, run_dir):
         super().__init__(daemon=True)
-        self.groups, self.path = stackctl.find_groups(state_dir), os.path.join(run_dir, "cpu.csv")
+        self.groups, self.path = loadcounters.find_groups(state_dir), os.path.join(run_dir, "cpu.csv")
         self.k6_pid, self.stop_evt = None, threading.Event()
-        stackctl.reset_peaks(self.groups)
+        loadcounters.reset_peaks(self.groups)
         self.before = self.counters()
         self.start()
 
     def counters(self):
-        return stackctl.snapshot(self.groups), stackctl.tcp_counters(), stackctl.machine_cpu_irq()
+        return loadcounters.snapshot(self.groups), loadcounters.tcp_counters(), loadcounters.machine_cpu_irq()
 
     def run(self):
         with open(self.path, "w") as out:
             out.write("t_ms,stack_cpu_s,k6_cpu_s,machine_busy_s,machine_total_s,irq_s\n")
             while not self.stop_evt.is_set():
-                stack = stackctl.cpu_seconds(self.groups) if self.groups else None
-                k6 = stackctl.cpu_seconds_of(self.k6_pid) if self.k6_pid else None
+                stack = loadcounters.cpu_seconds(self.groups) if self.groups else None
+                k6 = processes.cpu_seconds_of(self.k6_pid) if self.k6_pid else None
                 out.write("%d,%s,%s,%.3f,%.3f,%.3f\n" % ((time.time() * 1000, "" if stack is None else "%.4f" % stack,
-                                                          "" if k6 is None else "%.3f" % k6) + stackctl.machine_cpu_irq()))
+                                                          "" if k6 is None else "%.3f" % k6) + loadcounters.machine_cpu_irq()))
                 out.flush()
                 self.stop_evt.wait(1.0)
 
@@ -141,11 +141,11 @@ class Measurement(threading.Thread):
     def fields(self, requests, k6_usage):
         """The result's fields about CPU, TCP and processes."""
         (snap0, tcp0, (busy0, total0, irq0)), (snap1, tcp1, (busy1, total1, irq1)) = self.before, self.after
-        cpu = (stackctl.cpu_delta(snap0, snap1, requests, k6_usage["wall_s"]) if self.groups
+        cpu = (loadcounters.cpu_delta(snap0, snap1, requests, k6_usage["wall_s"]) if self.groups
                else {"why": "no stack cgroup found (a stack started with limits writes .stack/ pid files)"})
         busy, irq = busy1 - busy0, irq1 - irq0
         return {"machine_busy_pct": round(100.0 * busy / max(total1 - total0, 1e-9), 1), "irq_cpu_s": round(irq, 2),
-                "cpu": cpu, "processes": stackctl.processes(self.groups),
+                "cpu": cpu, "processes": loadcounters.processes(self.groups),
                 "tcp": {k: tcp1[k] - tcp0[k] for k in tcp1} if tcp0 else None,
                 # CPU that neither the stack nor k6 used: other programs on the machine (noise).
                 "others_cpu_s": None if cpu.get("stack_cpu_s") is None else
@@ -169,7 +169,7 @@ def run_k6(args, measurement):
     k6 = venv.tool("k6")
     env = dict(os.environ, BASE_URL=args.url, SCALE=str(args.scale), RAMP_S=str(args.profile["ramp_s"]),
                PLATEAU_S=str(args.profile["plateau_s"]), SUMMARY_PATH=os.path.join(args.run_dir, "k6-summary.json"),
-               LIMITS=json.dumps(LIMITS), K6_NO_USAGE_REPORT="true")
+               LIMITS=json.dumps(LIMITS), RATES=json.dumps(RATES), K6_NO_USAGE_REPORT="true")
     records = os.path.join(args.run_dir, "records.log")
     for stale in (records, env["SUMMARY_PATH"]):  # k6 appends: a reused run directory must start empty
         if os.path.exists(stale):
@@ -201,7 +201,7 @@ def provenance(args):
     git = lambda *a: subprocess.run(["git"] + list(a), cwd=REPO, capture_output=True, text=True).stdout.strip()
     with open("/proc/cpuinfo") as fh:
         cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "?")
-    path, binary = None if args.no_stack else stackctl.stack_env(args.state_dir).get("CREBITOS_BIN"), None
+    path, binary = None if args.no_stack else stackstate.stack_env(args.state_dir).get("CREBITOS_BIN"), None
     if path and os.path.exists(path):
         with open(path, "rb") as fh:
             binary = {"path": path, "sha256": hashlib.sha256(fh.read()).hexdigest()[:16], "built_at": datetime.datetime.fromtimestamp(
@@ -221,6 +221,7 @@ def verdict(res, strict):
          "%d validation(s) of phases 1-2 failed" % (sc.get("validations", 0) - sc.get("validations_ok", 0))),
         (audit and not audit["ok"], "ledger audit failed"),
         (not audit, "no audit"),
+        (sc.get("dropped_arrivals") is None, "no k6 summary: arrivals k6 dropped are unknown"),
         (k6_exit != 0, "k6 exited %d" % k6_exit),
         (strict and sla_miss, "payout below USD 100,000 (--strict)")) if failed]
     res["verdict"] = "FAIL" if failures else "PASS"

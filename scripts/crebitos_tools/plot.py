@@ -7,9 +7,9 @@ payout and CPU against the rate multiplier, one or several curves on one picture
 """
 from collections import defaultdict
 
+from .clients import RATES
 from .score import percentile
 
-RATES = {"d": 220, "c": 110, "e": 10}
 KINDS = [("v", "validations (phases 1-2)", "#7f7f7f"), ("e", "statements", "#1f77b4"), ("c", "credits", "#2ca02c"),
          ("d", "debits", "#d62728")]
 
@@ -135,7 +135,7 @@ def draw_curves(sets, path, title):
     a2.set_ylabel("payout, thousand USD")
     a2.set_ylim(min([0] + [r["payout_usd"] / 1000 for rows in sets.values() for r in rows]) - 5, 105)
     a3.set_ylabel("CPU %")
-    a3.set_xlabel("rate multiplier (x1 = 220 debits + 110 credits + 10 statements per second)")
+    a3.set_xlabel("rate multiplier (x1 = %d debits + %d credits + %d statements per second)" % (RATES["d"], RATES["c"], RATES["e"]))
     for ax in (a1, a2, a3):
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3, which="both")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 from . import REPO, SCRIPTS, loadtest_audit, plot
+from .clients import RATES
 
 PERCENTILES = ("p50", "p90", "p99", "p99_9", "max")
 STOP_BELOW_USD = 90000  # a curve stops after a run that pays less
@@ -63,10 +64,11 @@ def summary_text(res):
     lines += [
         "  machine   %d cores, %s, kernel %s" % (m["nproc"], m["cpu_model"], m["kernel"]),
         "  profile   x%g rates (debits %g/s, credits %g/s, statements %g/s), ramp %ss + plateau %ss, sync=%s, %s" % (
-            p["scale"], 220 * p["scale"], 110 * p["scale"], 10 * p["scale"], p["ramp_s"], p["plateau_s"], p["sync"],
+            p["scale"], RATES["d"] * p["scale"], RATES["c"] * p["scale"], RATES["e"] * p["scale"], p["ramp_s"], p["plateau_s"], p["sync"],
             "fresh database" if p["fresh"] else "database kept"), "",
-        "  requests  %d (%d validations, %d debits, %d credits, %d statements, %d dropped by k6)" % (
-            s["requests"], kinds["validations"], kinds["debits"], kinds["credits"], kinds["statements"], s["dropped_arrivals"]),
+        "  requests  %d (%d validations, %d debits, %d credits, %d statements, %s dropped by k6)" % (
+            s["requests"], kinds["validations"], kinds["debits"], kinds["credits"], kinds["statements"],
+            "unknown (no k6 summary)" if s["dropped_arrivals"] is None else s["dropped_arrivals"]),
         "  OK        %d OK, %d KO; OK under 250 ms: %.3f%%; debits refused (422): %d" % (
             s["ok"], s["ko"], s["ok_under_250ms_pct"], s["debits_refused_422"])]
     if s.get("validations"):
@@ -122,7 +124,7 @@ def summary_text(res):
 # (name, figures -> text): the rows of `report` (one column per run), then the columns of the curve.
 COMPARE = [
     ("run", lambda f: "%s (%s)" % (f["label"], f["started_at"])), ("synchronous", lambda f: f["sync"]),
-    ("requests (dropped by k6)", lambda f: "%d (%d)" % (f["requests"], f["dropped"])),
+    ("requests (dropped by k6)", lambda f: "%d (%s)" % (f["requests"], "?" if f["dropped"] is None else f["dropped"])),
     ("validations of phases 1-2", lambda f: "%s/%s" % (f["validations_ok"], f["validations"])),
     ("OK and under 250 ms", lambda f: "%.3f%%" % f["ok_under_250ms_pct"]),
     ("inconsistencies", lambda f: str(f["inconsistencies"])), ("**payout**", lambda f: "**USD {:,.2f}**".format(f["payout_usd"])),

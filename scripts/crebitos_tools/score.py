@@ -64,7 +64,7 @@ def latency_stats(values):
 def score(records, dropped=0, plateau_start_s=None):
     """Everything the summary says about the requests; `plateau_start_s`: where the plateau
     starts, in seconds from the start of phase 3 (RAMP_S)."""
-    total = len(records) + dropped
+    total = len(records) + (dropped or 0)  # None: unknown (no k6 summary), which verdict() fails
     ok = sum(r.ok for r in records)
     ok_fast = sum(r.ok and r.rt < SLA_MS for r in records)
     share = 100.0 * ok_fast / total if total else 0.0
@@ -133,9 +133,11 @@ def quiet_stats(records, cpu_rows, max_others=0.1):
 
 
 def dropped_arrivals(k6_summary_path):
-    """k6's dropped_iterations from its end-of-test summary (0 if none)."""
+    """k6's dropped_iterations from its end-of-test summary: 0 when the summary has no such
+    metric (k6 dropped nothing), None when there is no readable summary (unknown: the verdict
+    fails rather than count it as 0)."""
     try:
         with open(k6_summary_path) as fh:
             return int(json.load(fh)["metrics"].get("dropped_iterations", {}).get("values", {}).get("count", 0))
-    except (OSError, ValueError, KeyError):
-        return 0
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

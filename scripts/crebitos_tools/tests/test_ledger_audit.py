@@ -1,9 +1,9 @@
 """The fault tests' ledger audit (ledger_audit.py) and the PostgreSQL reading of ledger.py: a
 clean run passes, and each check fails when its condition is broken. Stdlib only, no server:
-the database (with the server's tables), the workload's intents and psql's output are made
-by hand."""
+the database is built from the server's schema (tests/schema.sql), the workload's intents and
+psql's output are made by hand."""
 import os
-import sqlite3
+import subprocess
 import tempfile
 import types
 import unittest
@@ -11,6 +11,7 @@ from unittest import mock
 
 from crebitos_tools import ledger, ledger_audit
 from crebitos_tools.clients import LIMITS
+from crebitos_tools.tests import server_database
 from crebitos_tools.workload import Attempt, Intent, Statement
 
 
@@ -46,14 +47,9 @@ class FaultAuditTest(unittest.TestCase):
         fd, self.path = tempfile.mkstemp(suffix=".db")
         os.close(fd)
         self.addCleanup(os.unlink, self.path)
-        self.db = sqlite3.connect(self.path)
-        self.db.executescript("""
-            CREATE TABLE clientes (id INTEGER PRIMARY KEY, limite INTEGER NOT NULL, saldo INTEGER NOT NULL);
-            CREATE TABLE transacoes (id INTEGER PRIMARY KEY, cliente_id INTEGER NOT NULL, valor INTEGER NOT NULL,
-                tipo TEXT NOT NULL, descricao TEXT NOT NULL, realizada_em INTEGER NOT NULL);
-            CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, cliente_id INTEGER, request TEXT, outcome TEXT,
-                saldo INTEGER);""")
-        self.db.executemany("INSERT INTO clientes VALUES (?, ?, 0)", LIMITS.items())
+        os.unlink(self.path)
+        self.db = server_database(self.path)
+        self.addCleanup(self.db.close)
         self.wl = types.SimpleNamespace(intents=[], statements=[])
         # A plain 200, a keyed 504 whose retry replayed its commit, a plain 422, a plain 504 that committed.
         self.send(1, 10, "plainacked", None, (200, False))
@@ -69,7 +65,8 @@ class FaultAuditTest(unittest.TestCase):
         if stored:
             self.store(client, valor, descricao)
             if key:
-                self.db.execute("INSERT INTO idempotency_keys VALUES (?, ?, '', 'applied', ?)", (key, client, valor))
+                self.db.execute("INSERT INTO idempotency_keys (cliente_id, key, request, outcome, limite, saldo, created_at) "
+                                "VALUES (?, ?, '', 'applied', ?, ?, 0)", (client, key, LIMITS[client], valor))
 
     def store(self, client, valor, descricao, tipo="c"):
         self.db.execute("INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em) VALUES (?,?,?,?,0)",
@@ -77,7 +74,6 @@ class FaultAuditTest(unittest.TestCase):
         self.db.execute("UPDATE clientes SET saldo = saldo + ? WHERE id = ?", (valor if tipo == "c" else -valor, client))
 
     def failing(self, no_late=False, late_batches=0):
-        self.db.commit()
         return {c["check"] for c in ledger_audit.audit(self.path, self.wl, no_late=no_late,
                                                        late_batches=late_batches)["checks"] if not c["ok"]}
 
@@ -103,6 +99,13 @@ class FaultAuditTest(unittest.TestCase):
     def test_keyed_client_left_with_a_409(self):
         self.send(5, 3, "keyed409", "k2", (504, False), (409, False), stored=False)
         self.assertEqual(self.failing(), {"keyed"})
+
+    def test_two_clients_may_use_the_same_key(self):
+        # The API's keys are per client: client 3's key k1 is another record than client 2's.
+        self.send(3, 4, "samekey", "k1", (200, False))
+        self.assertEqual(self.failing(), set())
+        self.db.execute("DELETE FROM idempotency_keys WHERE cliente_id = 3")
+        self.assertEqual(self.failing(), {"keys"})  # client 3's record is missing, not found under client 2
 
     def test_key_table_disagrees(self):
         self.db.execute("UPDATE idempotency_keys SET outcome = 'refused'")
@@ -143,14 +146,31 @@ class PostgresSnapshotTest(unittest.TestCase):
         with mock.patch.object(ledger, "postgres_snapshot", return_value=rows):
             snap = ledger.Snapshot("postgres://u:p@127.0.0.1:5432/rinha")
         self.assertEqual((snap.clientes[1], snap.rows[0]), ((100000, -5), (1, 1, 10, "d", "x", 1)))
-        self.assertEqual(snap.keys["k1"], [1, "1 d 10 x", "applied", -10])
+        self.assertEqual(snap.keys[(1, "k1")], ["1 d 10 x", "applied", -10])
         self.assertEqual(snap.after_row, {1: -10, 2: -5})
         self.assertTrue(all(c["ok"] for c in snap.invariants()), snap.invariants())
 
-    def test_a_url_is_recognised_and_has_no_file_to_check(self):
+    def test_a_url_is_recognised(self):
         self.assertTrue(ledger.is_postgres("postgresql://x@h/d"))
         self.assertFalse(ledger.is_postgres("data/rinha.db"))
-        self.assertEqual(ledger.integrity("postgres://x@h/d"), "ok")
+
+    def integrity(self, rows):
+        with mock.patch.object(ledger, "psql", return_value=rows):
+            return ledger.integrity("postgres://x@h/d")
+
+    def test_integrity_on_postgres_is_amcheck_and_the_balances(self):
+        indexes = [["I", name, ""] for name in ("clientes_pkey", "idempotency_keys_pkey", "idempotency_keys_por_idade",
+                                                "transacoes_pkey", "transacoes_por_cliente")]
+        balances = [["B", str(cid), "0", str(lim), "0"] for cid, lim in sorted(LIMITS.items())]
+        self.assertEqual(self.integrity(indexes + balances), "ok")
+        self.assertEqual(self.integrity(indexes + [["B", "1", "-5", "100000", "-4"]] + balances[1:]),
+                         "client 1: saldo -5, its rows add up to -4")
+        self.assertEqual(self.integrity(indexes[:2] + balances), "only 2 indexes and 5 clients found to check")
+
+    def test_integrity_on_postgres_fails_when_the_check_cannot_run(self):
+        failure = subprocess.CalledProcessError(3, "psql", stderr="ERROR:  permission denied for function bt_index_check\n")
+        with mock.patch.object(ledger, "psql", side_effect=failure):
+            self.assertEqual(ledger.integrity("postgres://x@h/d"), "psql: ERROR:  permission denied for function bt_index_check")
 
 
 if __name__ == "__main__":

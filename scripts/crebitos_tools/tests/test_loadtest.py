@@ -1,13 +1,15 @@
 """Tests of the load test's judges: the score (score.py), the ledger audit (loadtest_audit.py)
-and the verdict (loadrun.py). Stdlib only: records are written as crebitos.js writes them and
-the database by hand with the server's schema."""
+and the verdict (loadrun.py). Stdlib only: the record format is checked against lines
+crebitos.js wrote in a real run (tests/k6-records.sample) and against crebitos.js itself;
+the database is built from the server's schema (tests/schema.sql)."""
 import os
-import sqlite3
+import re
 import tempfile
 import unittest
 
 from crebitos_tools import loadrun, loadtest_audit as audit, score
 from crebitos_tools.clients import LIMITS
+from crebitos_tools.tests import server_database
 
 
 def line(phase="d", t0=1000, rt=1.0, status=200, ok=1, inc=0, cliente=1, tipo="d", valor=10,
@@ -21,16 +23,56 @@ def records(*lines):
     return [score.Record.parse(x) for x in lines]
 
 
+SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "k6-records.sample")
+
+
+def sample_lines():
+    """The record lines crebitos.js wrote in a real run (tests/k6-records.sample)."""
+    with open(SAMPLE) as fh:
+        return [x.rstrip("\n") for x in fh if x.startswith("R|")]
+
+
+class RecordFormatTest(unittest.TestCase):
+    """The format is what crebitos.js writes, not what this file thinks it writes."""
+
+    def test_real_records_parse_into_what_they_hold(self):
+        got = [(r.phase, r.t0, r.rt, r.status, r.ok, r.inc, r.cliente, r.tipo, r.valor, r.descricao, r.saldo,
+                r.instance, r.reason) for r in map(score.Record.parse, sample_lines())]
+        self.assertEqual(got, [
+            ("v", 1796305600625, 581.491, 200, True, False, 1, "d", 1, "validacao", -4, "api02", ""),
+            ("d", 1796305601683, 5.369, 200, True, False, 2, "d", 9459, "CvttJxGN42", -9458, "api02", ""),
+            ("d", 1796305604615, 28.965, 422, True, False, 2, "d", 3716, "QNDSOHigEV", None, "api01", ""),
+            ("c", 1796305601734, 27.791, 200, True, False, 1, "c", 7525, "aAeKKWOp8O", 7526, "api01", ""),
+            ("e", 1796305602130, 8.918, 200, True, False, 3, "e", "", "", 1, "api02", ""),
+            ("v", 1796305601119, 0.937, 404, True, False, 6, "e", "", "", None, "api01", "")])
+        self.assertEqual([r.is_write for r in map(score.Record.parse, sample_lines())], [True] * 4 + [False] * 2)
+        self.assertIsNone(score.Record.parse("some k6 warning"))
+
+    def test_the_sample_has_the_fields_crebitos_js_documents_and_writes(self):
+        with open(os.path.join(os.path.dirname(SAMPLE), "..", "crebitos.js")) as fh:
+            js = fh.read()
+        documented = re.search(r"^//   (R\|[a-z0-9_|]+)$", js, re.M)[1].split("|")
+        template = re.search(r"console\.log\(`(R\|.*?)`\);", js, re.S)[1]
+        self.assertEqual(template.count("|"), len(documented) - 1)
+        for real in sample_lines():
+            self.assertEqual(len(real.split("|")), len(documented), real)
+
+    def test_line_builds_exactly_what_crebitos_js_writes(self):
+        # line() makes the records of the tests below: it must write the real format.
+        names = ("phase", "t0", "rt", "status", "ok", "inc", "cliente", "tipo", "valor", "descricao", "saldo",
+                 "instance", "reason")
+        for real in sample_lines():
+            f = dict(zip(names, real.split("|")[1:]))
+            built = line(**dict(f, t0=int(f["t0"]), rt=float(f["rt"]), status=int(f["status"]), ok=int(f["ok"]),
+                                inc=int(f["inc"]), saldo=f["saldo"] or None))
+            self.assertEqual(built, real)
+
+
 class ScoreTest(unittest.TestCase):
     def test_parse_round_trip(self):
         r = score.Record.parse(line(descricao="XyZ0123456", saldo=-42, reason="x:limite"))
         self.assertEqual((r.phase, r.status, r.ok, r.cliente, r.tipo, r.valor, r.descricao, r.saldo, r.reason),
                          ("d", 200, True, 1, "d", 10, "XyZ0123456", -42, "x:limite"))
-        self.assertIsNone(score.Record.parse("some k6 warning"))
-
-    def test_statement_line(self):
-        r = score.Record.parse(line(phase="e", tipo="e", valor="", descricao="", saldo=-5))
-        self.assertEqual((r.is_write, r.saldo), (False, -5))
 
     def test_percentile_is_nearest_rank(self):
         v = list(range(1, 101))
@@ -72,6 +114,19 @@ class VerdictTest(unittest.TestCase):
         self.assertIn("SLA missed", self.verdict(slow)[1])
         self.assertEqual(self.verdict(slow, strict=True)[0], ["payout below USD 100,000 (--strict)"])
 
+    def test_a_missing_k6_summary_is_no_zero(self):
+        missing = os.path.join(self.enterContext(tempfile.TemporaryDirectory()), "k6-summary.json")
+        self.assertIsNone(score.dropped_arrivals(missing))
+        res = {"score": score.score(records(line()), score.dropped_arrivals(missing)), "k6": {"exit_code": 0},
+               "audit": {"ok": True}}
+        self.assertEqual(loadrun.verdict(res, False), ["no k6 summary: arrivals k6 dropped are unknown"])
+        with open(missing, "w") as fh:
+            fh.write('{"metrics": {"dropped_iterations": {"values": {"count": 7}}}}')
+        self.assertEqual(score.dropped_arrivals(missing), 7)
+        with open(missing, "w") as fh:
+            fh.write('{"metrics": {"http_reqs": {"values": {"count": 9}}}}')
+        self.assertEqual(score.dropped_arrivals(missing), 0)  # a summary without the metric: k6 dropped nothing
+
     def test_each_failure_is_named(self):
         self.assertEqual(self.verdict([line(ok=0, inc=1, reason="limite ultrapassado")])[0], ["1 inconsistencies"])
         self.assertEqual(self.verdict([line(phase="v", ok=0)])[0], ["1 validation(s) of phases 1-2 failed"])
@@ -83,14 +138,8 @@ class VerdictTest(unittest.TestCase):
 class AuditTest(unittest.TestCase):
     def setUp(self):
         self.path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()), "rinha.db")
-        self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: the audit reads each row at once
+        self.db = server_database(self.path)  # autocommit: the audit reads each row at once
         self.addCleanup(self.db.close)
-        self.db.executescript("""
-            CREATE TABLE clientes (id INTEGER PRIMARY KEY, limite INTEGER NOT NULL, saldo INTEGER NOT NULL);
-            CREATE TABLE transacoes (id INTEGER PRIMARY KEY, cliente_id INTEGER NOT NULL, valor INTEGER NOT NULL,
-                tipo TEXT NOT NULL, descricao TEXT NOT NULL, realizada_em INTEGER NOT NULL);
-        """)
-        self.db.executemany("INSERT INTO clientes VALUES (?, ?, 0)", LIMITS.items())
         self.saldo = {c: 0 for c in LIMITS}
         self.recs = []
 
@@ -170,8 +219,12 @@ class AuditTest(unittest.TestCase):
         self.assertFalse(checks["balances"])
 
     def test_history_below_limit_even_if_final_balance_is_fine(self):
-        self.tx(2, "d", 80001, "overdrawnn")
-        self.tx(2, "c", 80001, "refilledxx")
+        # The server's CHECK keeps saldo itself from going below -limite; the rows can still
+        # tell a history that did: the debit and the credit land in one update of saldo.
+        self.store(2, "d", 80001, "overdrawnn", update_saldo=False)
+        self.store(2, "c", 80001, "refilledxx", update_saldo=False)
+        for tipo, descricao, saldo in (("d", "overdrawnn", -80001), ("c", "refilledxx", 0)):
+            self.recs.append(line(phase=tipo, cliente=2, tipo=tipo, valor=80001, descricao=descricao, saldo=saldo))
         res, checks = self.run_audit()
         self.assertTrue(checks["balances"])
         self.assertFalse(checks["history"])
