@@ -17,6 +17,12 @@ final class StoreMaintenanceTests: XCTestCase {
         directory = try TemporaryDirectory()
     }
 
+    /// XCTest keeps every test case object until the process ends: drop the directory
+    /// (and its files) now rather than leave it behind.
+    override func tearDown() async throws {
+        directory = nil
+    }
+
     private func credit(_ description: String, amount: Int64 = 10) throws -> TransactionRequest {
         try TransactionRequest(amount: amount, kind: .credit, description: description)
     }

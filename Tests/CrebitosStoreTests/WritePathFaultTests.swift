@@ -13,6 +13,12 @@ final class WritePathFaultTests: XCTestCase {
         directory = try TemporaryDirectory()
     }
 
+    /// XCTest keeps every test case object until the process ends: drop the directory
+    /// (and its files) now rather than leave it behind.
+    override func tearDown() async throws {
+        directory = nil
+    }
+
     private func open(_ adjust: (inout StoreConfiguration) -> Void = { _ in }) throws -> SQLiteLedger {
         var configuration = StoreConfiguration(path: directory.databasePath)
         adjust(&configuration)
