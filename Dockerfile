@@ -38,10 +38,12 @@ FROM debian:bookworm-slim
 # curl: the compose health check reaches the instance's /health over its Unix socket.
 # python3: scripts/audit inspects the live database (docker compose exec api01 scripts/audit);
 # sqlite3: the CLI, for backups (VACUUM INTO) and a look by hand.
-# postgresql-client: psql, with which scripts/audit reads the PostgreSQL store
-# (docker-compose.postgres.yml); the PostgreSQL store itself needs no library at run time.
+# postgresql-client, only in the image with the PostgreSQL store: psql, with which scripts/audit
+# reads that store (docker-compose.postgres.yml); the store itself needs no library at run time.
+ARG STORES=sqlite
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libsqlite3-0 sqlite3 curl python3 postgresql-client \
+ && apt-get install -y --no-install-recommends libsqlite3-0 sqlite3 curl python3 \
+      $([ "$STORES" = sqlite,postgres ] && echo postgresql-client) \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /out/crebitos /app/crebitos
