@@ -4,9 +4,9 @@ import CrebitosLedger
 public struct PostgresStoreConfiguration: Sendable {
     public var url: PostgresURL
     /// Connections this process keeps to the server at most. A write holds one for one
-    /// short transaction (three round trips: BEGIN, one statement, COMMIT; four when it is
-    /// refused, six with an Idempotency-Key), a statement read for one query, so a handful
-    /// serves an instance with 0.6 CPU; more only adds backends on the server.
+    /// round trip (one `CALL` of the write procedure, which commits), a statement read for
+    /// one query, so a handful serves an instance with 0.6 CPU; more only adds backends on
+    /// the server.
     public var maximumConnections: Int
     /// `statement_timeout` of every connection: a statement still running after this long
     /// (a stalled disk, a lock wait past ``lockTimeout``'s reach) is cancelled by the server
