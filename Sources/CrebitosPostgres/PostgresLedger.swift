@@ -32,6 +32,7 @@ public final class PostgresLedger: Ledger {
     public let configuration: PostgresStoreConfiguration
     let client: PostgresClient
     let logger: Logger
+    let keepalive: PostgresKeepalive
     private let runTask: Task<Void, Never>
     private let keysInFlight = InFlightIdempotencyKeys()
     private let state = Mutex(State())
@@ -49,6 +50,11 @@ public final class PostgresLedger: Ledger {
     private init(configuration: PostgresStoreConfiguration, client: PostgresClient, runTask: Task<Void, Never>, logger: Logger) {
         self.configuration = configuration
         self.client = client
+        if case .tcp = configuration.url.endpoint {
+            self.keepalive = PostgresKeepalive(enabled: true, logger: logger)
+        } else {
+            self.keepalive = PostgresKeepalive(enabled: false, logger: logger)
+        }
         self.runTask = runTask
         self.logger = logger
     }
@@ -79,9 +85,7 @@ public final class PostgresLedger: Ledger {
             ("idle_in_transaction_session_timeout", deadline),
             // The server probes an idle connection after 10 s, so the backend (and any
             // transaction) of an instance whose host vanished ends in about 25 s instead
-            // of the kernel's 2 hours. (postgres-nio's pool offers no socket options: this
-            // side relies on the deadlines, which close a connection whose query was
-            // abandoned, and on the pool's keep-alive query on idle connections.)
+            // of the kernel's 2 hours. (The pool's side of it: PostgresKeepalive.)
             ("tcp_keepalives_idle", "10"),
             ("tcp_keepalives_interval", "5"),
             ("tcp_keepalives_count", "3"),
@@ -316,6 +320,7 @@ public final class PostgresLedger: Ledger {
         do {
             let receipt: TransactionReceipt = try await client.withConnection { connection -> TransactionReceipt in
                 guard ContinuousClock.now < deadline else { throw LedgerUnavailable.notWritten(.deadlineExceeded) }
+                keepalive.applyOnce(to: connection)
                 try attempt.use(connection)
                 defer { attempt.release() }
                 // From here on the write may be committed: COMMIT runs inside the call, so
@@ -411,6 +416,7 @@ public final class PostgresLedger: Ledger {
 
     private func readStatement(forClient clientID: Int64, attempt: Attempt<AccountStatement?>) async throws -> AccountStatement? {
         let rows = try await client.withConnection { connection in
+            self.keepalive.applyOnce(to: connection)
             try attempt.use(connection)
             defer { attempt.release() }
             return try await connection.send(
