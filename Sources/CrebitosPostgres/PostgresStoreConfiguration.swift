@@ -19,7 +19,8 @@ public struct PostgresStoreConfiguration: Sendable {
     /// gives up and is answered "not written", long before ``writeDeadline``. Row locks
     /// are held for one short transaction (a WAL flush), so a few hundred ms is far above
     /// a normal wait.
-    public var lockTimeout: Duration = .milliseconds(500)
+    public var lockTimeout: Duration = PostgresStoreConfiguration.defaultLockTimeout
+    public static let defaultLockTimeout = Duration.milliseconds(500)
     /// Requests this process works on at once, answered or not (a request answered by its
     /// deadline still counts until its connection was closed and its task ended): beyond
     /// it, a request is refused at once, "not written" (queue full). Far above what a
