@@ -245,8 +245,12 @@ struct PostgresStoreTests {
         let ledger = try await PostgresLedger.open(configuration)
         let outsider = try await connect(to: url)
         do {
-            let shown = try await ledger.client.query("SHOW lock_timeout").collect()
-            #expect(try shown.first?.decode(String.self) == "200ms")
+            // Behind a pooler (scripts/pooler-test) start-up parameters are dropped and the
+            // role's lock_timeout applies: the write is still refused while the lock is held.
+            if ProcessInfo.processInfo.environment["CREBITOS_TEST_POSTGRES_POOLER"] == nil {
+                let shown = try await ledger.client.query("SHOW lock_timeout").collect()
+                #expect(try shown.first?.decode(String.self) == "200ms")
+            }
             try await outsider.query("BEGIN", logger: logger)
             try await outsider.query("SELECT saldo FROM clientes WHERE id = 1 FOR UPDATE", logger: logger)
             for key in [nil, try #require(IdempotencyKey("k1"))] {
