@@ -36,6 +36,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp(Setting.metrics.help)) var metrics: String?
     @Option(help: ArgumentHelp(Setting.writeDeadlineMs.help)) var writeDeadlineMs: String?
     @Option(help: ArgumentHelp(Setting.postgresConnections.help)) var postgresConnections: String?
+    @Option(help: ArgumentHelp(Setting.postgresLockTimeoutMs.help)) var postgresLockTimeoutMs: String?
+    @Option(help: ArgumentHelp(Setting.postgresRequestsInFlight.help)) var postgresRequestsInFlight: String?
 
     func run() async throws {
         let flags: [Setting: String?] = [
@@ -43,6 +45,7 @@ struct ServeCommand: AsyncParsableCommand {
             .logLevel: logLevel, .eventLoops: eventLoops, .checkpointMs: checkpointMs, .drainMs: drainMs,
             .requestTimeoutMs: requestTimeoutMs, .idleTimeoutMs: idleTimeoutMs, .metrics: metrics,
             .writeDeadlineMs: writeDeadlineMs, .postgresConnections: postgresConnections,
+            .postgresLockTimeoutMs: postgresLockTimeoutMs, .postgresRequestsInFlight: postgresRequestsInFlight,
         ]
         let settings: ServerSettings
         do {

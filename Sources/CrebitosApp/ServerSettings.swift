@@ -13,7 +13,14 @@ public struct ServerSettings: Sendable {
     /// Where the ledger lives: a SQLite file, or a PostgreSQL database.
     public var database: DatabaseLocation
     /// Connections each instance keeps to PostgreSQL at most (unused with SQLite).
+    // The PostgreSQL settings' defaults are Setting's (written out there, so that a binary
+    // without the PostgreSQL store has them too; a test checks they are the store's own).
     public var postgresConnections: Int = Int(Setting.postgresConnections.defaultValue)!
+    /// PostgreSQL only: how long a write waits for a client's row lock (`lock_timeout`).
+    public var postgresLockTimeout: Duration = .milliseconds(Int64(Setting.postgresLockTimeoutMs.defaultValue)!)
+    /// PostgreSQL only: requests one instance works on at once, answered or not; beyond
+    /// it a request is refused at once, "not written" (queue full).
+    public var postgresRequestsInFlight: Int = Int(Setting.postgresRequestsInFlight.defaultValue)!
     public var listen: ListenAddress
     public var durability: Durability
     /// Shown in the `x-instance` header and in logs (api01, api02).
@@ -81,7 +88,10 @@ public struct ServerSettings: Sendable {
     #if PostgreSQL
     var postgresConfiguration: PostgresStoreConfiguration? {
         guard case .postgres(let url) = database else { return nil }
-        return PostgresStoreConfiguration(url: url, maximumConnections: postgresConnections, writeDeadline: writeDeadline)
+        var configuration = PostgresStoreConfiguration(url: url, maximumConnections: postgresConnections, writeDeadline: writeDeadline)
+        configuration.lockTimeout = postgresLockTimeout
+        configuration.maximumRequestsInFlight = postgresRequestsInFlight
+        return configuration
     }
     #endif
 
@@ -132,6 +142,7 @@ public let hasPostgreSQLStore: Bool = {
 public enum Setting: String, CaseIterable, Sendable {
     case database, listen, synchronous, instance, logLevel, eventLoops, checkpointMs, drainMs
     case requestTimeoutMs, idleTimeoutMs, metrics, writeDeadlineMs, postgresConnections
+    case postgresLockTimeoutMs, postgresRequestsInFlight
 
     /// `--log-level` for `logLevel`.
     public var flag: String {
@@ -160,6 +171,8 @@ public enum Setting: String, CaseIterable, Sendable {
         case .metrics: "on"
         case .writeDeadlineMs: "2000"
         case .postgresConnections: "6"
+        case .postgresLockTimeoutMs: "500"
+        case .postgresRequestsInFlight: "1000"
         }
     }
 
@@ -167,7 +180,7 @@ public enum Setting: String, CaseIterable, Sendable {
         switch self {
         case .database:
             "A SQLite database file, created with its schema and clients if missing (its directory too), or a PostgreSQL URL "
-                + "postgres://user:password@host:port/database (schema and clients created if missing; no TLS)"
+                + "postgres://user:password@host:port/database (schema and clients created if missing; ?sslmode= for TLS, as libpq)"
         case .listen: "host:port or unix:/path/to.sock"
         case .synchronous: "SQLite only (ignored with PostgreSQL, whose server decides): full (a 200 survives a power cut) or normal (it survives a process crash)"
         case .instance: "Name in the x-instance header and the logs"
@@ -180,6 +193,8 @@ public enum Setting: String, CaseIterable, Sendable {
         case .metrics: "on: GET /metrics serves Prometheus metrics; off: nothing is counted"
         case .writeDeadlineMs: "A write that waited this many ms for its turn is answered 503 and never written (keep it well below nginx's proxy_read_timeout); with PostgreSQL, the connections' statement_timeout"
         case .postgresConnections: "PostgreSQL only: connections each instance keeps to the server at most, 1 to 64"
+        case .postgresLockTimeoutMs: "PostgreSQL only: a write waiting this many ms for a client's row lock (held by a frozen instance, a person in psql) is answered 503 and not written; the connections' lock_timeout, 1 to 60000"
+        case .postgresRequestsInFlight: "PostgreSQL only: requests an instance works on at once, answered or not (a stalled server's abandoned ones included); beyond it a request is answered 503, not written, at once. 1 to 100000"
         }
     }
 
@@ -260,6 +275,9 @@ extension ServerSettings {
         settings.writeDeadline = .milliseconds(writeDeadlineMs)
         settings.database = database
         settings.postgresConnections = try read(.postgresConnections, "must be a whole number from 1 to 64", whole(1...64))
+        settings.postgresLockTimeout = .milliseconds(
+            try read(.postgresLockTimeoutMs, "must be a number of milliseconds from 1 to 60000", whole(1...60_000)))
+        settings.postgresRequestsInFlight = try read(.postgresRequestsInFlight, "must be a whole number from 1 to 100000", whole(1...100_000))
         return settings
     }
 }

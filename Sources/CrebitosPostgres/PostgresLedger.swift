@@ -8,14 +8,15 @@ import Synchronization
 /// of hosts: the server's row locks and transactions do what the SQLite store's lock file
 /// and `BEGIN IMMEDIATE` do.
 ///
-/// - A write is one READ COMMITTED transaction on a pooled connection: `UPDATE clientes
-///   ... WHERE id = $1 AND saldo + delta >= -limite RETURNING` checks the limit and moves
-///   the balance in one statement under the client's row lock, and the transaction row is
-///   inserted by the same statement (a data-modifying CTE). That is three round trips to
-///   the server (BEGIN, the statement, COMMIT; each `query` is one Parse/Bind/Execute/Sync
-///   exchange), four for a refusal (one more read tells why, then ROLLBACK), six with an
-///   Idempotency-Key. The answer is sent after `COMMIT` returned; with the server's default
-///   `synchronous_commit = on` the commit is then flushed to the server's WAL.
+/// - A write is one round trip: one `CALL` of a PL/pgSQL procedure created with the schema
+///   (``PostgresSchema/writeProcedureStatement``), in a READ COMMITTED transaction (pinned by
+///   a session setting and checked by the procedure). `UPDATE clientes ... WHERE id = $1
+///   AND saldo + delta >= -limite RETURNING` checks the limit and moves the balance in one
+///   statement under the client's row lock, the transaction row is inserted by the same
+///   statement (a data-modifying CTE), and the procedure commits before it answers: the
+///   row lock lasts from that statement to the end of the commit's WAL flush. With the
+///   server's default `synchronous_commit = on` the commit is flushed to the server's WAL
+///   before the answer. A refusal, a replay or a reused key rolls back (nothing to flush).
 /// - With an Idempotency-Key the client's row is locked first (`SELECT ... FOR UPDATE`),
 ///   so requests of one client with one key are serialised across processes: the second
 ///   finds the first's record (READ COMMITTED takes a new snapshot per statement).
@@ -31,6 +32,7 @@ public final class PostgresLedger: Ledger {
     public let configuration: PostgresStoreConfiguration
     let client: PostgresClient
     let logger: Logger
+    let keepalive: PostgresKeepalive
     private let runTask: Task<Void, Never>
     private let state = Mutex(State())
     private let taskCount = Counter()
@@ -47,6 +49,11 @@ public final class PostgresLedger: Ledger {
     private init(configuration: PostgresStoreConfiguration, client: PostgresClient, runTask: Task<Void, Never>, logger: Logger) {
         self.configuration = configuration
         self.client = client
+        if case .tcp = configuration.url.endpoint {
+            self.keepalive = PostgresKeepalive(enabled: true, logger: logger)
+        } else {
+            self.keepalive = PostgresKeepalive(enabled: false, logger: logger)
+        }
         self.runTask = runTask
         self.logger = logger
     }
@@ -77,12 +84,15 @@ public final class PostgresLedger: Ledger {
             ("idle_in_transaction_session_timeout", deadline),
             // The server probes an idle connection after 10 s, so the backend (and any
             // transaction) of an instance whose host vanished ends in about 25 s instead
-            // of the kernel's 2 hours. (postgres-nio's pool offers no socket options: this
-            // side relies on the deadlines, which close a connection whose query was
-            // abandoned, and on the pool's keep-alive query on idle connections.)
+            // of the kernel's 2 hours. (The pool's side of it: PostgresKeepalive.)
             ("tcp_keepalives_idle", "10"),
             ("tcp_keepalives_interval", "5"),
             ("tcp_keepalives_count", "3"),
+            // The write procedure relies on READ COMMITTED (a new snapshot per statement for
+            // the key path) and refuses to run under anything else: a database whose
+            // default_transaction_isolation is stricter must not change it. A write is one
+            // CALL in an implicit transaction, with no BEGIN to pin it in.
+            ("default_transaction_isolation", "read committed"),
             ("application_name", "crebitos"),
         ]
         pool.options.additionalStartupParameters = sessionSettings + [
@@ -179,8 +189,8 @@ public final class PostgresLedger: Ledger {
             self.onWorkEnded = onWorkEnded
         }
 
-        /// Called before sending COMMIT: false when the client was already answered, and
-        /// the transaction must be rolled back instead.
+        /// Called before sending the write's `CALL` (which commits): false when the client
+        /// was already answered "not written", and the call must not be sent.
         func startCommit() -> Bool {
             state.withLock { state in
                 guard state.phase == .running else { return false }
@@ -309,17 +319,13 @@ public final class PostgresLedger: Ledger {
         do {
             let receipt: TransactionReceipt = try await client.withConnection { connection -> TransactionReceipt in
                 guard ContinuousClock.now < deadline else { throw LedgerUnavailable.notWritten(.deadlineExceeded) }
+                keepalive.applyOnce(to: connection)
                 try attempt.use(connection)
                 defer { attempt.release() }
-                let now = configuration.wallClock()
-                return try await Self.inTransaction(connection, attempt: attempt, logger: logger) {
-                    if let key {
-                        return try await Self.applyWithKey(request, clientID: clientID, key: key, at: now, on: connection, logger: logger)
-                    }
-                    let outcome = try await Self.change(request, clientID: clientID, at: now, on: connection, logger: logger)
-                    if case .applied = outcome { return (TransactionReceipt(outcome: outcome), true) }
-                    return (TransactionReceipt(outcome: outcome), false)
-                }
+                // From here on the write may be committed: COMMIT runs inside the call, so
+                // the deadline can no longer answer "not written" once it is sent.
+                guard attempt.startCommit() else { throw LedgerUnavailable.notWritten(.deadlineExceeded) }
+                return try await Self.call(request, clientID: clientID, key: key, at: configuration.wallClock(), on: connection, logger: logger)
             }
             return .success(receipt)
         } catch {
@@ -327,133 +333,66 @@ public final class PostgresLedger: Ledger {
         }
     }
 
-    /// BEGIN, `body`, then COMMIT when `body` says something was written (ROLLBACK when
-    /// it only read); on any error, ROLLBACK so the connection returns to the pool clean.
-    private static func inTransaction(
-        _ connection: PostgresConnection, attempt: WriteAttempt, logger: Logger,
-        _ body: () async throws -> (TransactionReceipt, wrote: Bool)
-    ) async throws -> TransactionReceipt {
-        // Pinned: the key path relies on READ COMMITTED's new snapshot per statement, and
-        // under REPEATABLE READ a write that waited for a row lock would fail with a
-        // serialization error; a database's default_transaction_isolation must not change it.
-        try await connection.send("BEGIN ISOLATION LEVEL READ COMMITTED", logger: logger)
-        let result: (TransactionReceipt, wrote: Bool)
-        do {
-            result = try await body()
-        } catch {
-            _ = try? await connection.send("ROLLBACK", logger: logger)
-            throw error
-        }
-        guard result.wrote else {
-            // A refusal, a replay or an unknown client: nothing was written.
-            try await connection.send("ROLLBACK", logger: logger)
-            return result.0
-        }
-        guard attempt.startCommit() else {
-            // Answered "not written" by its deadline meanwhile: it must stay so.
-            _ = try? await connection.send("ROLLBACK", logger: logger)
-            throw LedgerUnavailable.notWritten(.deadlineExceeded)
-        }
-        try await connection.send("COMMIT", logger: logger)
-        return result.0
-    }
-
-    /// Locks the client's row, then looks the key up: the lock makes a second request
-    /// with the same key (from any process) wait until the first committed, and then see
-    /// its record.
-    private static func applyWithKey(
-        _ request: TransactionRequest, clientID: Int64, key: IdempotencyKey, at now: Int64,
+    /// The whole write in one round trip: one `CALL` of the write procedure
+    /// (``PostgresSchema/writeProcedureStatement``), sent as an unnamed statement (Parse,
+    /// Bind, Describe, Execute, Sync in one flush; no named prepared statement, so it works
+    /// behind PgBouncer in transaction mode). The procedure's own statements are planned
+    /// once per connection by PL/pgSQL and reused. It commits (or, when nothing was written,
+    /// rolls back) before its one row is sent, so a row means the COMMIT returned.
+    private static func call(
+        _ request: TransactionRequest, clientID: Int64, key: IdempotencyKey?, at now: Int64,
         on connection: PostgresConnection, logger: Logger
-    ) async throws -> (TransactionReceipt, wrote: Bool) {
-        let locked = try await connection.send(
-            "SELECT limite, saldo FROM clientes WHERE id = \(clientID) FOR UPDATE", logger: logger
-        ).collect()
-        // A request for a client that does not exist stores nothing, not even its key.
-        guard locked.first != nil else { return (TransactionReceipt(outcome: .unknownClient), false) }
-        let fingerprint = IdempotencyRecord.fingerprint(of: request, clientID: clientID)
-        let recorded = try await connection.send(
-            "SELECT request, outcome, limite, saldo FROM idempotency_keys WHERE cliente_id = \(clientID) AND key = \(key.value)",
-            logger: logger
-        ).collect()
-        if let row = recorded.first {
-            let (storedRequest, outcome, limit, balance) = try row.decode((String, String, Int64?, Int64?).self)
-            guard storedRequest == fingerprint else { return (TransactionReceipt(outcome: .idempotencyKeyReused), false) }
-            guard let replayed = IdempotencyRecord.decode(name: outcome, limit: limit, balance: balance) else {
-                throw PostgresStoreError.corrupt("idempotency_keys.outcome is \(outcome)")
-            }
-            return (TransactionReceipt(outcome: replayed, isReplay: true), false)
-        }
-        let outcome = try await change(request, clientID: clientID, at: now, on: connection, logger: logger)
-        if outcome == .unknownClient { return (TransactionReceipt(outcome: outcome), false) }
-        let record = IdempotencyRecord.encode(outcome)
-        try await connection.send(
+    ) async throws -> TransactionReceipt {
+        let fingerprint: String? = key.map { _ in IdempotencyRecord.fingerprint(of: request, clientID: clientID) }
+        let rows = try await connection.send(
             """
-            INSERT INTO idempotency_keys (cliente_id, key, request, outcome, limite, saldo, created_at)
-            VALUES (\(clientID), \(key.value), \(fingerprint), \(record.name), \(record.balance?.limit), \(record.balance?.balance), \(now))
-            """,
-            logger: logger)
-        return (TransactionReceipt(outcome: outcome), true)
-    }
-
-    /// Checks the limit (or, for a credit, the balance ceiling), moves the balance and
-    /// inserts the transaction in one statement under the client's row lock. If the
-    /// `UPDATE` matches no row, nothing was changed and one more read tells why.
-    private static func change(
-        _ request: TransactionRequest, clientID: Int64, at now: Int64, on connection: PostgresConnection, logger: Logger
-    ) async throws -> TransactionOutcome {
-        let delta = request.balanceDelta
-        let ceiling = TransactionRequest.maximumAmount
-        let updated = try await connection.send(
-            """
-            WITH u AS (
-                UPDATE clientes SET saldo = saldo + \(delta), ultima_em = GREATEST(\(now), ultima_em + 1)
-                WHERE id = \(clientID) AND saldo + \(delta) >= -limite AND saldo + \(delta) <= \(ceiling)
-                RETURNING limite, saldo, ultima_em
-            ), t AS (
-                INSERT INTO transacoes (cliente_id, valor, tipo, descricao, realizada_em)
-                SELECT \(clientID), \(request.amount), \(request.kind.rawValue), \(request.description), ultima_em FROM u
-            )
-            SELECT limite, saldo FROM u
+            CALL crebitos_write_v1(\(clientID), \(request.balanceDelta), \(request.amount), \(request.kind.rawValue), \(request.description), \
+            \(now), \(TransactionRequest.maximumAmount), \(key?.value), \(fingerprint))
             """,
             logger: logger
         ).collect()
-        if let row = updated.first {
-            let (limit, balance) = try row.decode((Int64, Int64).self)
-            return .applied(Balance(limit: limit, balance: balance))
+        guard let row = rows.first else { throw PostgresStoreError.corrupt("\(PostgresSchema.writeProcedure) returned no row") }
+        let (name, limit, balance, replayed) = try row.decode((String, Int64?, Int64?, Bool).self)
+        if name == "idempotency_key_reused" { return TransactionReceipt(outcome: .idempotencyKeyReused) }
+        guard let outcome = IdempotencyRecord.decode(name: name, limit: limit, balance: balance) else {
+            throw PostgresStoreError.corrupt("\(PostgresSchema.writeProcedure) answered \(name)")
         }
-        let client = try await connection.send("SELECT limite, saldo FROM clientes WHERE id = \(clientID)", logger: logger).collect()
-        guard let row = client.first else { return .unknownClient }
-        let (limit, balance) = try row.decode((Int64, Int64).self)
-        let current = Balance(limit: limit, balance: balance)
-        return request.kind == .debit ? .insufficientLimit(current) : .balanceCeilingReached(current)
+        return TransactionReceipt(outcome: outcome, isReplay: replayed)
     }
 
     /// What a failed write promises the client.
     ///
-    /// Before COMMIT was sent nothing can have been committed, whatever the error. After
-    /// it, only an error answer whose SQLSTATE means the transaction was rolled back says
-    /// "not written" (``commitFailureRolledBack(sqlState:)``); anything else (the connection
-    /// lost, a pooler's own error, a shutdown, an internal error) leaves the outcome unknown.
+    /// Before the write's `CALL` was sent nothing can have been committed, whatever the
+    /// error. After it, only an error answer whose SQLSTATE means the transaction was rolled
+    /// back says "not written" (``rolledBack(sqlState:)``); anything else (the connection
+    /// lost, a pooler's own error, a shutdown, a statement_timeout after the procedure's
+    /// COMMIT, an internal error) leaves the outcome unknown.
     static func unavailable(_ error: any Error, commitSent: Bool) -> LedgerUnavailable {
         if let error = error as? LedgerUnavailable { return error }
         if !commitSent {
             if let error = error as? PSQLError, error.code == .poolClosed { return .notWritten(.shuttingDown) }
             return .notWritten(.transactionFailed)
         }
-        if let error = error as? PSQLError, error.code == .server, commitFailureRolledBack(sqlState: error.serverInfo?[.sqlState]) {
+        if let error = error as? PSQLError, error.code == .server, rolledBack(sqlState: error.serverInfo?[.sqlState]) {
             return .notWritten(.transactionFailed)
         }
         return .outcomeUnknown
     }
 
-    /// Whether an error answer to COMMIT with this SQLSTATE means the transaction was rolled
-    /// back: class 40 (transaction rollback: serialization failure, deadlock, ...) except
-    /// 40003 (statement completion unknown), and class 23 (a deferred constraint checked at
-    /// COMMIT). PostgreSQL answers COMMIT with an error only when it did not commit, but a
-    /// pooler or proxy in between may answer with errors of its own (08xxx, 57xxx, XX000)
-    /// after the server committed; those, and everything else, are not taken as a rollback.
-    static func commitFailureRolledBack(sqlState: String?) -> Bool {
+    /// Whether an error answer to the write's `CALL` with this SQLSTATE means its
+    /// transaction was rolled back:
+    /// - ``PostgresSchema/rolledBackBeforeCommit``: the procedure failed before its COMMIT
+    ///   (any error of its body, a lock_timeout or statement_timeout included);
+    /// - class 40 (transaction rollback: serialization failure, deadlock, ...) except 40003
+    ///   (statement completion unknown), and class 23 (a deferred constraint checked at
+    ///   COMMIT): the COMMIT itself failed.
+    /// A pooler or proxy in between may answer with errors of its own (08xxx, 57xxx, XX000)
+    /// after the server committed, and a statement_timeout or cancel that lands after the
+    /// procedure's COMMIT is a 57014 of a committed write: those, and everything else, are
+    /// not taken as a rollback.
+    static func rolledBack(sqlState: String?) -> Bool {
         guard let sqlState, sqlState.utf8.count == 5 else { return false }
+        if sqlState == PostgresSchema.rolledBackBeforeCommit { return true }
         if sqlState == "40003" { return false }
         return sqlState.hasPrefix("40") || sqlState.hasPrefix("23")
     }
@@ -476,6 +415,7 @@ public final class PostgresLedger: Ledger {
 
     private func readStatement(forClient clientID: Int64, attempt: Attempt<AccountStatement?>) async throws -> AccountStatement? {
         let rows = try await client.withConnection { connection in
+            self.keepalive.applyOnce(to: connection)
             try attempt.use(connection)
             defer { attempt.release() }
             return try await connection.send(

@@ -4,9 +4,9 @@ import CrebitosLedger
 public struct PostgresStoreConfiguration: Sendable {
     public var url: PostgresURL
     /// Connections this process keeps to the server at most. A write holds one for one
-    /// short transaction (three round trips: BEGIN, one statement, COMMIT; four when it is
-    /// refused, six with an Idempotency-Key), a statement read for one query, so a handful
-    /// serves an instance with 0.6 CPU; more only adds backends on the server.
+    /// round trip (one `CALL` of the write procedure, which commits), a statement read for
+    /// one query, so a handful serves an instance with 0.6 CPU; more only adds backends on
+    /// the server.
     public var maximumConnections: Int
     /// `statement_timeout` of every connection: a statement still running after this long
     /// (a stalled disk, a lock wait past ``lockTimeout``'s reach) is cancelled by the server
@@ -19,7 +19,8 @@ public struct PostgresStoreConfiguration: Sendable {
     /// gives up and is answered "not written", long before ``writeDeadline``. Row locks
     /// are held for one short transaction (a WAL flush), so a few hundred ms is far above
     /// a normal wait.
-    public var lockTimeout: Duration = .milliseconds(500)
+    public var lockTimeout: Duration = PostgresStoreConfiguration.defaultLockTimeout
+    public static let defaultLockTimeout = Duration.milliseconds(500)
     /// Requests this process works on at once, answered or not (a request answered by its
     /// deadline still counts until its connection was closed and its task ended): beyond
     /// it, a request is refused at once, "not written" (queue full). Far above what a

@@ -41,6 +41,8 @@ final class ServerSettingsTests: XCTestCase {
             ([.database: "postgresql://u@/db"], [:], "--database 'postgresql://u@/db': is not a usable PostgreSQL URL: the host is missing"),
             ([:], ["CREBITOS_DATABASE": "postgres://h/db?sslmode=required"], "CREBITOS_DATABASE='postgres://h/db?sslmode=required': is not a usable PostgreSQL URL: sslmode must be one of"),
             ([:], ["CREBITOS_POSTGRES_CONNECTIONS": "0"], "CREBITOS_POSTGRES_CONNECTIONS='0'"),
+            ([:], ["CREBITOS_POSTGRES_LOCK_TIMEOUT_MS": "0"], "CREBITOS_POSTGRES_LOCK_TIMEOUT_MS='0'"),
+            ([.postgresRequestsInFlight: "many"], [:], "--postgres-requests-in-flight 'many'"),
         ]
         for (flags, environment, named) in cases {
             XCTAssertThrowsError(try ServerSettings.resolve(flags: flags, environment: environment)) { error in
@@ -49,10 +51,12 @@ final class ServerSettingsTests: XCTestCase {
         }
     }
 
-    func testThePostgreSQLConnectionsDefaultIsTheStoresOwn() {
-        // Written out in ServerSettings so that a binary without the PostgreSQL store has it too.
+    func testThePostgreSQLDefaultsAreTheStoresOwn() {
+        // Written out in ServerSettings so that a binary without the PostgreSQL store has them too.
         XCTAssertEqual(Setting.postgresConnections.defaultValue, "\(PostgresStoreConfiguration.defaultMaximumConnections)")
         XCTAssertEqual(ServerSettings().postgresConnections, PostgresStoreConfiguration.defaultMaximumConnections)
+        XCTAssertEqual(ServerSettings().postgresLockTimeout, PostgresStoreConfiguration.defaultLockTimeout)
+        XCTAssertEqual(ServerSettings().postgresRequestsInFlight, PostgresStoreConfiguration.defaultMaximumRequestsInFlight)
     }
 
     func testADatabaseURLChoosesPostgreSQLAndAPathSQLite() throws {
@@ -76,6 +80,19 @@ final class ServerSettingsTests: XCTestCase {
         XCTAssertEqual(defaultsURL.database, "postgres")
         let sqlite = try ServerSettings.resolve(flags: [.database: "/var/lib/postgres-backup.db"], environment: [:])
         XCTAssertEqual(sqlite.database, .sqlite(path: "/var/lib/postgres-backup.db"))
+    }
+
+    /// The PostgreSQL store's lock_timeout and in-flight bound were constants of the store's
+    /// configuration; an operator can now set them, and the defaults are the store's own.
+    func testThePostgresLockTimeoutAndInFlightBoundAreSettings() throws {
+        let defaults = try ServerSettings.resolve(flags: [:], environment: [:])
+        XCTAssertEqual(defaults.postgresLockTimeout, PostgresStoreConfiguration.defaultLockTimeout)
+        XCTAssertEqual(defaults.postgresRequestsInFlight, PostgresStoreConfiguration.defaultMaximumRequestsInFlight)
+        let set = try ServerSettings.resolve(
+            flags: [.postgresRequestsInFlight: "64"],
+            environment: ["CREBITOS_POSTGRES_LOCK_TIMEOUT_MS": "250", "CREBITOS_POSTGRES_REQUESTS_IN_FLIGHT": "9"])
+        XCTAssertEqual(set.postgresLockTimeout, .milliseconds(250))
+        XCTAssertEqual(set.postgresRequestsInFlight, 64)
     }
 
     func testHelpShowsTheRealDefaultAndVariable() {

@@ -5,7 +5,8 @@
      (SQLite on temp files, PostgreSQL on a throwaway server the tests start), the HTTP layer
      in-process, and two real server processes sharing one database
   3. the Benchmarks/ package compiles; the tooling's own unit tests; scripts/stack-test on
-     SQLite and on PostgreSQL (the native stack on free ports, through nginx)
+     SQLite and on PostgreSQL (the native stack on free ports, through nginx); the PostgreSQL
+     store's tests behind PgBouncer (scripts/pooler-test)
   4. faults and bad input (docs/FAULTS.md), each on a stack of its own; all run even if
      one fails
 
@@ -108,6 +109,10 @@ def main(argv):
     step("the release server, with both stores", ["swift", "build", "-c", "release", "--product", "crebitos"])
     step("native stack integration test", ["scripts/stack-test", "--no-build"])
     step("the same on the PostgreSQL store", ["scripts/stack-test", "--store", "postgres", "--no-build"])
+    # The PostgreSQL store's tests again, every connection through a throwaway PgBouncer in
+    # transaction mode (docs/SCALING.md); a skip if pgbouncer cannot be installed here.
+    step("the PostgreSQL store's tests behind PgBouncer (transaction mode)",
+         ["scripts/pooler-test", "--skip-build", "--filter", "Postgres|postgres"])
     if not faults:
         return 0
     # The fault tests run a private copy of that release binary.
