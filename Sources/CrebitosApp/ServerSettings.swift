@@ -125,16 +125,6 @@ public enum DatabaseLocation: Sendable, Hashable {
     }
 }
 
-/// Whether this binary was built with the PostgreSQL store (the package trait `PostgreSQL`,
-/// on by default; `scripts/stack-up` and the SQLite image build without it, which spares
-/// them postgres-nio and BoringSSL).
-public let hasPostgreSQLStore: Bool = {
-    #if PostgreSQL
-    true
-    #else
-    false
-    #endif
-}()
 
 /// One setting: its flag, its environment variable, its default and what it means. The
 /// command's `--help` and the resolver read the same table, so the help shows the real
