@@ -150,7 +150,6 @@ public func buildApplication(_ settings: ServerSettings, handleSignals: Bool = t
         eventLoopGroup: eventLoopGroup, closeLedger: closeLedger)
 }
 
-
 extension ServerSettings {
     var logger: Logger {
         var logger = Logger(label: "crebitos")

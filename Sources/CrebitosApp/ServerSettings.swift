@@ -125,7 +125,6 @@ public enum DatabaseLocation: Sendable, Hashable {
     }
 }
 
-
 /// One setting: its flag, its environment variable, its default and what it means. The
 /// command's `--help` and the resolver read the same table, so the help shows the real
 /// defaults.
