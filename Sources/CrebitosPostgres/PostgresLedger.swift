@@ -267,9 +267,9 @@ public final class PostgresLedger: Ledger {
             case .committing: completion(.failure(LedgerUnavailable.outcomeUnknown))
             case .answered: break
             }
-            // Let the work go: it ends soon (its connection closed, its lease cancelled), or,
-            // if its connection closed under a query being sent, never; either way it must
-            // not keep a place under the bound. (Tasks still running: ``tasksRunning``.)
+            // Let the work go now, so it does not keep a place under the bound; it ends soon
+            // after (its connection closed fails its query, see `send`; its lease wait is
+            // cancelled). ``tasksRunning`` counts it until then.
             endWork()
         }
     }
@@ -350,7 +350,7 @@ public final class PostgresLedger: Ledger {
             \(now), \(TransactionRequest.maximumAmount), \(key?.value), \(fingerprint))
             """,
             logger: logger
-        ).collect()
+        )
         guard let row = rows.first else { throw PostgresStoreError.corrupt("\(PostgresSchema.writeProcedure) returned no row") }
         let (name, limit, balance, replayed) = try row.decode((String, Int64?, Int64?, Bool).self)
         if name == "idempotency_key_reused" { return TransactionReceipt(outcome: .idempotencyKeyReused) }
@@ -369,7 +369,7 @@ public final class PostgresLedger: Ledger {
     /// COMMIT, an internal error) leaves the outcome unknown.
     static func unavailable(_ error: any Error, commitSent: Bool) -> LedgerUnavailable {
         if let error = error as? LedgerUnavailable { return error }
-        if !commitSent {
+        if !commitSent || error is ConnectionClosedBeforeSend {
             if let error = error as? PSQLError, error.code == .poolClosed { return .notWritten(.shuttingDown) }
             return .notWritten(.transactionFailed)
         }
@@ -429,7 +429,7 @@ public final class PostgresLedger: Ledger {
             ORDER BY t.id DESC
             """,
             logger: logger
-            ).collect()
+            )
         }
         guard let first = rows.first else { return nil }
         let (limit, balance, _, _, _, _) = try first.decode((Int64, Int64, Int64?, String?, String?, Int64?).self)
@@ -527,17 +527,30 @@ public enum PostgresStoreError: Error, Sendable, CustomStringConvertible {
 }
 
 extension PostgresConnection {
-    /// `query`, refused when the connection is already closed: postgres-nio drops a query
-    /// sent on a closed channel without ever failing it, so the caller would wait forever
-    /// (the ROLLBACK after a query failed because its connection was closed did exactly
-    /// that). A close racing with the send is still possible; the deadline's answer and
-    /// its letting the work go (``PostgresLedger/Attempt/expire()``) cover that.
-    @discardableResult
-    func send(_ query: PostgresQuery, logger: Logger, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
-        guard !isClosed else { throw LedgerUnavailable.notWritten(.transactionFailed) }
-        return try await self.query(query, logger: logger, file: file, line: line)
+    /// Runs `query` and collects its rows, failing (never hanging) when the connection is
+    /// closed, however the close and the send interleave.
+    ///
+    /// postgres-nio writes a query to its channel without a write promise: a query written
+    /// after the channel's handlers were removed (it was closed) is dropped, and its caller
+    /// waits forever. The deadline closes a connection from another thread
+    /// (``PostgresLedger/Attempt/expire()``), so a check of `isClosed` before `query` is not
+    /// enough: the close can land between the two. Here the check and the write run in one
+    /// turn of the connection's event loop, where nothing can close the channel in between:
+    /// either the channel was closed (the query fails at once) or the write reached
+    /// postgres-nio's handler, which fails every query it holds when the channel closes.
+    func send(_ query: PostgresQuery, logger: Logger, file: String = #fileID, line: Int = #line) async throws -> [PostgresRow] {
+        let eventLoop = self.eventLoop
+        return try await eventLoop.flatSubmit { () -> EventLoopFuture<PostgresQueryResult> in
+            guard !self.isClosed else { return eventLoop.makeFailedFuture(ConnectionClosedBeforeSend()) }
+            return self.query(query, logger: logger, file: file, line: line)
+        }.get().rows
     }
 }
+
+/// A query was not sent: its connection had been closed (by the deadline, or the server).
+/// Nothing was sent, so nothing can have been written, even when the caller had already
+/// counted its write's `CALL` as sent.
+struct ConnectionClosedBeforeSend: Error {}
 
 final class Counter: Sendable {
     private let count = Atomic<Int>(0)

@@ -140,6 +140,44 @@ struct PostgresStoreTests {
         await ledger.close()
     }
 
+    /// The deadline closes a connection from another thread while the work may be about to
+    /// send a query on it (``PostgresLedger/Attempt/expire()``). However the two interleave,
+    /// the query must fail: postgres-nio drops a query written to a channel already closed
+    /// without ever failing it, and a check of `isClosed` just before sending left a window
+    /// in which the work then waited forever (a task left behind after every stall).
+    @Test(.timeLimit(.minutes(1)))
+    func aQuerySentWhileItsConnectionIsClosedFailsAndNeverHangs() async throws {
+        let url = try await TemporaryPostgres.freshDatabaseURL()
+        let ledger = try await PostgresLedger.open(PostgresStoreConfiguration(url: try PostgresURL(url), maximumConnections: 4))
+        let rounds = 1_000
+        let ended = Counter()
+        for round in 0..<rounds {
+            try await ledger.client.withConnection { connection in
+                // Close at once, or after spinning a little, so the close lands at every
+                // point of the send.
+                let spin = round % 40
+                let closer = Thread {
+                    var x = 0
+                    for i in 0..<(spin * 50) { x &+= i }
+                    if x == -1 { print(x) }
+                    connection.close().whenComplete { _ in }
+                }
+                closer.start()
+                // Not awaited here: a query that hangs must not hang the test, only fail it.
+                Task.detached {
+                    _ = try? await connection.send("SELECT 1", logger: ledger.logger)
+                    ended.add(1)
+                }
+                _ = try? await connection.closeFuture.get()
+            }
+        }
+        for _ in 0..<50 where ended.value < rounds {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(ended.value == rounds, "queries that never ended")
+        await ledger.close()
+    }
+
     // MARK: Errors after COMMIT was sent
 
     /// An error answer to COMMIT means "rolled back" only when its SQLSTATE says so
