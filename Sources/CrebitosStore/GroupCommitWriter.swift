@@ -123,10 +123,16 @@ final class GroupCommitWriter: Sendable {
         thread.withLock { $0?.stop() }
     }
 
+    /// The writer thread's name, as `top -H`, `/proc/PID/task/*/comm` and perf show it (Linux
+    /// keeps 15 bytes of a thread's name). Unnamed, the thread kept the name of the thread
+    /// that started it, an event loop's, and a sampler showed the writer's fsyncs as the
+    /// event loop's.
+    static let threadName = "crebitos-writer"
+
     private func writerThread() -> WriterThread {
         thread.withLock { thread in
             if let thread { return thread }
-            let started = WriterThread(name: "crebitos.group-commit") { [weak self] in self?.drain() }
+            let started = WriterThread(name: Self.threadName) { [weak self] in self?.drain() }
             thread = started
             return started
         }
@@ -280,13 +286,16 @@ private final class WriterThread: Sendable {
 
     init(name: String, work: @escaping @Sendable () -> Void) {
         let thread = Thread { [self] in
+            // Named from inside, through the kernel's file for the calling thread: Foundation's
+            // `Thread.name` does not reach the kernel's name on Linux, and Glibc's
+            // pthread_setname_np is not visible to Swift.
+            try? name.write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
             while true {
                 wakeups.wait()
                 if stopped.load(ordering: .acquiring) { return }
                 work()
             }
         }
-        thread.name = name
         thread.start()
     }
 

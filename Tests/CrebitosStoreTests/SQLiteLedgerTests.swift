@@ -27,6 +27,16 @@ final class SQLiteLedgerTests: XCTestCase {
         XCTAssertEqual(try ledger.writerSynchronousMode(), 2, "synchronous=FULL")
     }
 
+    /// Diagnosis depends on it: a thread sampler or a profile must tell the writer's disk
+    /// waits from the event loop's.
+    func testTheWriterThreadCarriesItsOwnName() async throws {
+        _ = try await ledger.apply(TransactionRequest(amount: 1, kind: .credit, description: "n"), toClient: 1)
+        let names = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").map { task in
+            try String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        XCTAssertTrue(names.contains(GroupCommitWriter.threadName), "threads: \(Set(names).sorted())")
+    }
+
     func testNormalDurabilityIsApplied() throws {
         let other = try TemporaryDirectory()
         let normal = try SQLiteLedger.open(StoreConfiguration(path: other.databasePath, durability: .normal))
