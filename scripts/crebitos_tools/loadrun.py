@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 
-from . import REPO, PACKAGE, SCRIPTS, diskprobe, ledger, loadtest_audit, loadcounters, plot, processes, report, score, stackstate, venv
+from . import REPO, PACKAGE, SCRIPTS, diskprobe, kernelwaits, ledger, loadtest_audit, loadcounters, plot, processes, report, score, stackstate, venv
 from .clients import LIMITS, RATES
 from .progress import Progress, tail_records
 
@@ -260,6 +260,8 @@ def main(args):
     # The disk beside the stack: its syncs over the same seconds, in the database's directory
     # (a PostgreSQL stack's data directory is in the state dir, on the same disk here).
     probe = diskprobe.start(probe_directory(args), os.path.join(args.run_dir, "disk-probe.csv"))
+    # And, when asked, which of the instances' threads waited in the kernel meanwhile, in what.
+    waits = kernelwaits.start(lambda: stackstate.pids(args.state_dir)) if args.kernel_waits else None
     res = dict(provenance(args), label=args.label, command=" ".join(["scripts/loadtest"] + sys.argv[1:]),
                started_at=args.started.strftime("%Y-%m-%d %H:%M:%S UTC"), run_dir=in_repo(args.run_dir),
                profile={"scale": args.scale, "ramp_s": args.profile["ramp_s"], "plateau_s": args.profile["plateau_s"],
@@ -267,6 +269,7 @@ def main(args):
     k6_rc, k6_usage = run_k6(args, measurement)
     measurement.stop()
     disk = probe.stop()
+    kernel_waits = waits.stop(os.path.join(args.run_dir, "kernel-waits.txt")) if waits else None
 
     path = lambda name: os.path.join(args.run_dir, name)
     records = score.read_records(path("records.log")) if os.path.exists(path("records.log")) else []
@@ -280,6 +283,8 @@ def main(args):
     res["k6"] = dict(k6_usage, exit_code=k6_rc)
     res.update(measurement.fields(sc["responses"], k6_usage))
     res["disk_probe"] = dict(disk, directory=in_repo(probe_directory(args)))
+    if kernel_waits:
+        res["kernel_waits"] = kernel_waits
     if db_ok:
         res["audit"] = loadtest_audit.audit(args.db, records, since_id)
     else:

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from . import REPO, SCRIPTS, loadtest_audit, plot
+from . import REPO, SCRIPTS, kernelwaits, loadtest_audit, plot
 from .clients import RATES
 
 PERCENTILES = ("p50", "p90", "p99", "p99_9", "max")
@@ -82,6 +82,8 @@ def summary_text(res):
     if disk and disk.get("count"):
         lines.append("  disk      %d syncs of a 4 KB append in %s over the same seconds: %s; %d over 50 ms" % (
             disk["count"], disk["directory"], percentiles_ms(disk), disk.get("over_50_ms", 0)))
+    if res.get("kernel_waits"):
+        lines.append("  waits     in the kernel (D state): %s; RUN_DIR/kernel-waits.txt" % kernelwaits.headline(res["kernel_waits"]))
     lines += [
               "  rate      %.1f req/s mean over phase 3%s, peak %d in one second" % (
                   f["rps_mean"] or 0, ", %.1f on the plateau" % f["rps_plateau"] if f["rps_plateau"] else "", s.get("rps_peak_1s", 0))]
