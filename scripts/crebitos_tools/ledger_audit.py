@@ -2,8 +2,8 @@
 got (each intent: one request, for a keyed client with its retries under the same key; its
 unique `descricao` finds its row). Checks, each able to fail: integrity; the invariants and
 the matching of ledger.py (one transaction per intent: answered 200 by any attempt, refused
-by its final 4xx, else unclear); keyed (every keyed client ended on 200 or 422: a final 409,
-"this key is being processed", is not definitive); keys (idempotency_keys agrees with the
+by its final 4xx, else unclear); keyed (every keyed client ended on 200 or 422: its retries
+stop at a definitive answer, so a final 5xx or no answer means it gave up unresolved); keys (idempotency_keys agrees with the
 rows); statements (none showed saldo.total < -limite); and with no_late, late (no request
 answered 5xx or not at all was stored). docs/FAULTS.md says why each matters."""
 from collections import defaultdict
@@ -34,7 +34,7 @@ def outcome(it):
     final = it.final_status or 0
     if any(a.status == 200 for a in it.attempts):
         return ledger.ACKED
-    if 400 <= final < 500 and not (final == 409 and it.key):
+    if 400 <= final < 500:
         return ledger.REFUSED
     return ledger.UNCLEAR
 

@@ -96,8 +96,8 @@ class FaultAuditTest(unittest.TestCase):
         self.wl.intents[0].attempts[0].saldo = 11
         self.assertEqual(self.failing(), {"saldos"})
 
-    def test_keyed_client_left_with_a_409(self):
-        self.send(5, 3, "keyed409", "k2", (504, False), (409, False), stored=False)
+    def test_keyed_client_left_without_a_definitive_answer(self):
+        self.send(5, 3, "keyed503", "k2", (504, False), (503, False), stored=False)
         self.assertEqual(self.failing(), {"keyed"})
 
     def test_two_clients_may_use_the_same_key(self):
