@@ -36,6 +36,8 @@ public final class PostgresLedger: Ledger {
     private let runTask: Task<Void, Never>
     private let state = Mutex(State())
     private let taskCount = Counter()
+    /// Where the deadlines of requests made off any event loop fire (``answerWithin(_:completion:_:)``).
+    private let deadlineLoop: any EventLoop = PostgresClient.defaultEventLoopGroup.next()
 
     private struct State {
         var isClosing = false
@@ -276,6 +278,12 @@ public final class PostgresLedger: Ledger {
 
     typealias WriteAttempt = Attempt<TransactionReceipt>
 
+    /// A request's deadline, as an event loop's scheduled callback.
+    private struct Deadline<Value: Sendable>: NIOScheduledCallbackHandler, Sendable {
+        let attempt: Attempt<Value>
+        func handleScheduledCallback(eventLoop: some EventLoop) { attempt.expire() }
+    }
+
     /// Runs `work` for a request and answers it through `completion` once: with its result,
     /// or when `deadline` passed first (``Attempt/expire()``: the connection the work uses
     /// is closed, and the work cancelled, so it ends too). The operation is counted from
@@ -294,15 +302,19 @@ public final class PostgresLedger: Ledger {
             self.end()
             completion(result)
         }, onWorkEnded: { self.workEnded() })
-        let watchdog = Task {
-            try? await Task.sleep(for: deadline)
-            guard !Task.isCancelled else { return }
-            attempt.expire()
-        }
+        // The deadline is a timer on the event loop this request was read on (its answer is
+        // written there too), not a sleeping Task: scheduling it from that loop and
+        // cancelling it from anywhere are a heap insert and removal under a lock, with no
+        // thread woken, where a Task.sleep per request cost a Task, a Dispatch timer and the
+        // wake-ups of cancelling it. Called from no event loop (tests), it uses one of
+        // postgres-nio's.
+        let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? deadlineLoop
+        let watchdog = try? loop.scheduleCallback(in: TimeAmount(deadline), handler: Deadline(attempt: attempt))
+        if watchdog == nil { attempt.expire() }  // the loop is shutting down: no deadline, no work
         attempt.setWork(Task {
             self.taskCount.add(1)
             attempt.answer(await work(attempt))
-            watchdog.cancel()
+            watchdog?.cancel()
             attempt.endWork()
             self.taskCount.subtract(1)
         })

@@ -108,6 +108,43 @@ struct PostgresStallTests {
     }
 }
 
+extension PostgresStallTests {
+    /// A request made on an event loop (as the HTTP server makes every one) has its deadline
+    /// on that loop: with the server stopped, the deadline answers there, in about the
+    /// deadline's time.
+    @Test(.timeLimit(.minutes(1)))
+    func aDeadlineSetOnAnEventLoopFiresThere() async throws {
+        let server = try TemporaryPostgres.Dedicated()
+        defer { server.stop() }
+        let url = try await server.freshDatabaseURL()
+        let ledger = try await PostgresLedger.open(PostgresStoreConfiguration(url: try PostgresURL(url), writeDeadline: .milliseconds(300)))
+        _ = try await ledger.apply(TransactionRequest(amount: 1, kind: .credit, description: "warm"), toClient: 1)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let processes = try server.processIDs()
+        for pid in processes { kill(pid, SIGSTOP) }
+        let request = try TransactionRequest(amount: 1, kind: .credit, description: "stalled")
+        let started = ContinuousClock.now
+        let (answer, onTheLoop) = await withCheckedContinuation { (continuation: CheckedContinuation<(Result<TransactionReceipt, any Error>, Bool), Never>) in
+            loop.execute {
+                ledger.apply(request, toClient: 2, idempotencyKey: nil) { result in
+                    continuation.resume(returning: (result, loop.inEventLoop))
+                }
+            }
+        }
+        let waited = started.duration(to: .now)
+        for pid in processes { kill(pid, SIGCONT) }
+        // Its CALL went out on the pool's idle connection before the deadline, so the
+        // deadline's answer is "outcome unknown" ("not written" if it had not been sent yet).
+        let error = #expect(throws: LedgerUnavailable.self) { try answer.get() }
+        #expect(error == .outcomeUnknown || error == .notWritten(.deadlineExceeded))
+        #expect(onTheLoop, "the deadline's answer came from another thread")
+        #expect(waited < .seconds(5), "answered after \(waited)")
+        await ledger.close()
+        try await group.shutdownGracefully()
+    }
+}
+
 private final class RequestLog: Sendable {
     enum WriteAnswer: Sendable { case applied, notWritten, unknown }
 
