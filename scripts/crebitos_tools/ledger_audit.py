@@ -3,9 +3,10 @@ got (each intent: one request, for a keyed client with its retries under the sam
 unique `descricao` finds its row). Checks, each able to fail: integrity; the invariants and
 the matching of ledger.py (one transaction per intent: answered 200 by any attempt, refused
 by its final 4xx, else unclear); keyed (every keyed client ended on 200 or 422: its retries
-stop at a definitive answer, so a final 5xx or no answer means it gave up unresolved); keys (idempotency_keys agrees with the
-rows); statements (none showed saldo.total < -limite); and with no_late, late (no request
-answered 5xx or not at all was stored). docs/FAULTS.md says why each matters."""
+stop at a definitive answer, so a final 5xx or no answer means it gave up unresolved); keys
+(idempotency_keys agrees with the rows); statements (none showed saldo.total < -limite); and
+with no_late, late (no request answered 5xx or not at all was stored). docs/FAULTS.md says why
+each matters."""
 from collections import defaultdict
 
 from . import ledger
