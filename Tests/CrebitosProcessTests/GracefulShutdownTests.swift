@@ -11,7 +11,7 @@ final class GracefulShutdownTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: directory) }
         let server = try ServerProcess(
             name: "api01", databasePath: directory.appendingPathComponent("rinha.db").path, listen: "127.0.0.1:0",
-            directory: directory, extraArguments: ["--drain-ms", "1500"])
+            directory: directory, extraArguments: ["--drain-ms", "\(Self.drainMilliseconds)"])
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         do {
             try server.start()
@@ -22,7 +22,10 @@ final class GracefulShutdownTests: XCTestCase {
             _ = try await before.body.collect(upTo: 4096)
 
             server.sendTerminate()
-            try await Task.sleep(for: .milliseconds(300))
+            // Wait for the drain to have begun (its log line), not for a fixed time: on a
+            // loaded machine the signal can take longer than any fixed pause to be handled,
+            // and the request below would then be answered as before the signal.
+            try await waitForLog("shutting down: closing connections after their next answer", of: server)
 
             // Inside the drain period: still served, and told to close the connection.
             var request = HTTPClientRequest(url: server.baseURL + "/clientes/1/transacoes")
@@ -43,5 +46,18 @@ final class GracefulShutdownTests: XCTestCase {
             throw error
         }
         try await client.shutdown()
+    }
+
+    /// Long enough that the request sent once the drain began still falls inside it on a
+    /// loaded machine (the server stays up this long after SIGTERM whatever happens).
+    static let drainMilliseconds = 5_000
+
+    /// Polls the server's log every 10 ms, up to 10 s (a bound for a broken test).
+    private func waitForLog(_ line: String, of server: ServerProcess) async throws {
+        for _ in 0..<1_000 {
+            if server.log.contains(line) { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        XCTFail("the server never logged \"\(line)\": \(server.log)")
     }
 }
