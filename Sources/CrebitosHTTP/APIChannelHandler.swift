@@ -196,6 +196,9 @@ final class APIChannelHandler<L: Ledger>: ChannelInboundHandler {
         let request = APIRequest(method: head.method, uri: head.uri, headers: head.headers, body: body)
         let route = APIResponder<L>.route(of: request)
         state = .responding(route: route, isHead: head.method == .HEAD, since: .now())
+        if let metrics = responder.metrics, let waited = request.waitedSinceStamp {
+            metrics.recordQueueing(route, waited: waited)
+        }
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: eventLoop)
         responder.respond(to: request) { response in

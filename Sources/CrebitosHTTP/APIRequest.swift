@@ -8,12 +8,17 @@ public struct APIRequest: Sendable {
     public var uri: String
     public var headers: HTTPHeaders
     public var body: ByteBuffer
+    /// How long ago the load balancer stamped the request (`X-Request-Start`), read once when
+    /// the request is made; nil without a usable stamp. The write deadline counts from it, and
+    /// the queueing metric records it.
+    public let waitedSinceStamp: Duration?
 
     public init(method: HTTPMethod, uri: String, headers: HTTPHeaders = [:], body: ByteBuffer = ByteBuffer()) {
         self.method = method
         self.uri = uri
         self.headers = headers
         self.body = body
+        waitedSinceStamp = RequestStart.waitedIfStamped(headers)
     }
 
     /// The path without its query string.

@@ -94,7 +94,7 @@ public struct APIResponder<L: Ledger>: Sendable {
         }
         let allocator = allocator
         let logger = logger
-        let alreadyWaited = RequestStart.waited(request.headers)
+        let alreadyWaited = request.waitedSinceStamp ?? .zero
         ledger.apply(transaction, toClient: clientID, idempotencyKey: idempotencyKey, alreadyWaited: alreadyWaited) { result in
             answer(Self.transactionAnswer(result, allocator: allocator, logger: logger))
         }

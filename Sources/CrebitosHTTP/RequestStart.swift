@@ -16,9 +16,11 @@ import NIOHTTP1
 /// from the future counts as no wait at all, so a fast clock on the balancer cannot refuse
 /// writes; a client can only make its own request wait less, never another's.
 enum RequestStart {
-    /// How long ago the request entered the system (zero without a usable header).
-    static func waited(_ headers: HTTPHeaders, nowMicroseconds: Int64 = WallClock.nowMicroseconds()) -> Duration {
-        guard let value = headers.first(name: "x-request-start"), let stamp = microseconds(value) else { return .zero }
+    /// How long ago the request entered the system, or nil when it carries no usable stamp
+    /// (it did not come through the load balancer): a write's deadline then counts from its
+    /// reading, and the queueing metric leaves it out.
+    static func waitedIfStamped(_ headers: HTTPHeaders, nowMicroseconds: Int64 = WallClock.nowMicroseconds()) -> Duration? {
+        guard let value = headers.first(name: "x-request-start"), let stamp = microseconds(value) else { return nil }
         let waited = nowMicroseconds - stamp
         return waited > 0 ? .microseconds(waited) : .zero
     }

@@ -3,8 +3,10 @@ import NIOCore
 import NIOHTTP1
 
 /// What an instance counts about its HTTP traffic, for `GET /metrics`: requests by route
-/// and status, and their latency by route (from the whole request having arrived to the
-/// answer being handed to the socket).
+/// and status, their latency by route (from the whole request having arrived to the answer
+/// being handed to the socket), and how long they took to get here from the load balancer
+/// (from nginx's `X-Request-Start` stamp to the whole request having arrived: nginx passing
+/// it on, the socket, the event loop waking and reading it).
 ///
 /// Every counter and timer is created up front, so recording a request is two array
 /// look-ups and two atomic updates, with no label formatting on the request path.
@@ -29,6 +31,7 @@ public final class ServerMetrics: Sendable {
 
     private let requests: [[Counter]]  // [route][status index], the last index for "other"
     private let latency: [Timer]  // [route]
+    private let queueing: [Timer]  // [route]
     /// The Prometheus text page, rendered by whoever owns the registry (the app).
     let renderPage: @Sendable () -> [UInt8]
 
@@ -46,6 +49,9 @@ public final class ServerMetrics: Sendable {
         latency = Route.allCases.map { route in
             Timer(label: "crebitos_http_request_duration_seconds", dimensions: [("route", route.label)], factory: factory)
         }
+        queueing = Route.allCases.map { route in
+            Timer(label: "crebitos_http_request_queue_seconds", dimensions: [("route", route.label)], factory: factory)
+        }
         self.renderPage = renderPage
     }
 
@@ -53,5 +59,12 @@ public final class ServerMetrics: Sendable {
         let index = Self.statuses.firstIndex(of: status.code) ?? Self.statuses.count
         requests[route.rawValue][index].increment()
         latency[route.rawValue].recordNanoseconds(nanoseconds)
+    }
+
+    /// How long a request took from the load balancer's stamp to here. The stamp has the
+    /// balancer's resolution (nginx's `$msec`: a millisecond), so this is good to a millisecond.
+    func recordQueueing(_ route: Route, waited: Duration) {
+        let (seconds, attoseconds) = waited.components
+        queueing[route.rawValue].recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }

@@ -202,4 +202,20 @@ final class ConnectionTests: XCTestCase {
             XCTAssertEqual(page.status, .notFound)
         }
     }
+
+    /// The time from nginx's `X-Request-Start` stamp to the instance is counted by route, for
+    /// the requests that carry a stamp and only those.
+    func testMetricsCountTheWaitSinceTheBalancersStamp() async throws {
+        try await TestServer.run { server in
+            let stamp = String(format: "t=%.3f", Date().timeIntervalSince1970 - 0.05)
+            _ = try await server.client.execute(.GET, "/clientes/1/extrato", headers: ["X-Request-Start": stamp])
+            _ = try await server.client.statement("1")  // no stamp: not counted
+            _ = try await server.client.transact("1", Self.valid, headers: ["X-Request-Start": "soon"])  // unusable: not counted
+            let page = try await server.client.execute(.GET, "/metrics")
+            XCTAssertTrue(page.text.contains(#"crebitos_http_request_queue_seconds_count{route="extrato"} 1"#), page.text)
+            // Stamped 50 ms before it was sent: it waited at least that long, never less.
+            XCTAssertTrue(page.text.contains(#"crebitos_http_request_queue_seconds_bucket{route="extrato",le="0.025"} 0"#), page.text)
+            XCTAssertTrue(page.text.contains(#"crebitos_http_request_queue_seconds_count{route="transacoes"} 0"#), page.text)
+        }
+    }
 }

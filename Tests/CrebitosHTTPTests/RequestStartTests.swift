@@ -19,11 +19,21 @@ final class RequestStartTests: XCTestCase {
 
     func testTheWaitIsMeasuredFromTheStampAndNeverNegative() {
         let now: Int64 = 1_733_222_400_000_000
-        XCTAssertEqual(RequestStart.waited(["X-Request-Start": "t=1733222397.500"], nowMicroseconds: now), .milliseconds(2500))
+        // What a write's deadline counts from: the stamp's wait, or none without one.
+        let waited = { (headers: HTTPHeaders) in RequestStart.waitedIfStamped(headers, nowMicroseconds: now) ?? .zero }
+        XCTAssertEqual(waited(["X-Request-Start": "t=1733222397.500"]), .milliseconds(2500))
         // A stamp from the future (a balancer's clock ahead of ours) is no wait, never a refusal.
-        XCTAssertEqual(RequestStart.waited(["X-Request-Start": "t=1733222460.000"], nowMicroseconds: now), .zero)
-        XCTAssertEqual(RequestStart.waited([:], nowMicroseconds: now), .zero)
-        XCTAssertEqual(RequestStart.waited(["X-Request-Start": "soon"], nowMicroseconds: now), .zero)
+        XCTAssertEqual(waited(["X-Request-Start": "t=1733222460.000"]), .zero)
+        XCTAssertEqual(waited([:]), .zero)
+        XCTAssertEqual(waited(["X-Request-Start": "soon"]), .zero)
+    }
+
+    func testAWaitIsKnownOnlyWithAUsableStamp() {
+        let now: Int64 = 1_733_222_400_000_000
+        XCTAssertEqual(RequestStart.waitedIfStamped(["X-Request-Start": "t=1733222399.990"], nowMicroseconds: now), .milliseconds(10))
+        XCTAssertEqual(RequestStart.waitedIfStamped(["X-Request-Start": "t=1733222460.000"], nowMicroseconds: now), .zero)
+        XCTAssertNil(RequestStart.waitedIfStamped([:], nowMicroseconds: now))
+        XCTAssertNil(RequestStart.waitedIfStamped(["X-Request-Start": "soon"], nowMicroseconds: now))
     }
 
     /// A write that entered the system longer ago than the write deadline is answered 503
