@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 
-from . import REPO, PACKAGE, SCRIPTS, diskprobe, kernelwaits, ledger, loadtest_audit, loadcounters, plot, processes, report, score, stackstate, venv
+from . import REPO, PACKAGE, SCRIPTS, diskprobe, instancetimes, kernelwaits, ledger, loadtest_audit, loadcounters, plot, processes, report, score, stackstate, venv
 from .clients import LIMITS, RATES
 from .progress import Progress, tail_records
 
@@ -262,6 +262,9 @@ def main(args):
     probe = diskprobe.start(probe_directory(args), os.path.join(args.run_dir, "disk-probe.csv"))
     # And, when asked, which of the instances' threads waited in the kernel meanwhile, in what.
     waits = kernelwaits.start(lambda: stackstate.pids(args.state_dir)) if args.kernel_waits else None
+    # And the instances' own time per request, from their histograms, to read the client's
+    # tail against (what lies outside the instances: nginx, loopback TCP, k6, the shared cores).
+    inside = instancetimes.Reading(args.state_dir).start()
     res = dict(provenance(args), label=args.label, command=" ".join(["scripts/loadtest"] + sys.argv[1:]),
                started_at=args.started.strftime("%Y-%m-%d %H:%M:%S UTC"), run_dir=in_repo(args.run_dir),
                profile={"scale": args.scale, "ramp_s": args.profile["ramp_s"], "plateau_s": args.profile["plateau_s"],
@@ -270,6 +273,7 @@ def main(args):
     measurement.stop()
     disk = probe.stop()
     kernel_waits = waits.stop(os.path.join(args.run_dir, "kernel-waits.txt")) if waits else None
+    instance_times = inside.stop()
 
     path = lambda name: os.path.join(args.run_dir, name)
     records = score.read_records(path("records.log")) if os.path.exists(path("records.log")) else []
@@ -285,6 +289,8 @@ def main(args):
     res["disk_probe"] = dict(disk, directory=in_repo(probe_directory(args)))
     if kernel_waits:
         res["kernel_waits"] = kernel_waits
+    if instance_times:
+        res["instance_times"] = instance_times
     if db_ok:
         res["audit"] = loadtest_audit.audit(args.db, records, since_id)
     else:

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from . import REPO, SCRIPTS, kernelwaits, loadtest_audit, plot
+from . import REPO, SCRIPTS, instancetimes, kernelwaits, loadtest_audit, plot
 from .clients import RATES
 
 PERCENTILES = ("p50", "p90", "p99", "p99_9", "max")
@@ -51,7 +51,8 @@ def figures(res):
              rss={p["name"]: p["peak_rss_mb"] for p in res.get("processes") or []},
              audit="clean" if (res.get("audit") or {}).get("ok") else "FAILED", verdict=res.get("verdict"),
              run_dir=res.get("run_dir"), disk=res.get("disk_probe") or {},
-             statements=(s.get("latency_ms_by_kind") or {}).get("statements") or {})
+             statements=(s.get("latency_ms_by_kind") or {}).get("statements") or {},
+             inside=instancetimes.from_json(res.get("instance_times") or {}))
     return f
 
 
@@ -82,6 +83,9 @@ def summary_text(res):
     if disk and disk.get("count"):
         lines.append("  disk      %d syncs of a 4 KB append in %s over the same seconds: %s; %d over 50 ms" % (
             disk["count"], disk["directory"], percentiles_ms(disk), disk.get("over_50_ms", 0)))
+    if res.get("instance_times"):
+        lines.append("  inside    the instances' /metrics: parsed request to written answer, and from nginx's stamp to the parsed request: %s" % (
+            instancetimes.headline(instancetimes.from_json(res["instance_times"]))))
     if res.get("kernel_waits"):
         lines.append("  waits     in the kernel (D state): %s; RUN_DIR/kernel-waits.txt" % kernelwaits.headline(res["kernel_waits"]))
     lines += [
@@ -133,6 +137,11 @@ COMPARE = [
     ("ledger audit", lambda f: f["audit"]), ("p50 / p90 ms", lambda f: "%s / %s" % (fmt_ms(f["p50"]), fmt_ms(f["p90"]))),
     ("p99 / p99.9 ms", lambda f: "%s / %s" % (fmt_ms(f["p99"]), fmt_ms(f["p99_9"]))), ("max ms", lambda f: fmt_ms(f["max"])),
     ("statements (GET) p99 / max ms", lambda f: "%s / %s" % (fmt_ms(f["statements"].get("p99")), fmt_ms(f["statements"].get("max")))),
+    ("statements inside the instances: p99 / max", lambda f: "%s / %s" % tuple(
+        instancetimes.fmt_bound((f["inside"].get("statements") or {}).get(k)) for k in ("p99_le_ms", "max_le_ms"))),
+    ("statements from nginx's stamp to the instances: p99 / max", lambda f: "%s / %s" % tuple(
+        instancetimes.fmt_bound(((f["inside"].get("statements") or {}).get("from_nginx") or {}).get(k))
+        for k in ("p99_le_ms", "max_le_ms"))),
     ("disk probe: sync p99 / p99.9 / max ms (over 50 ms)", lambda f: "%s / %s / %s (%s)" % (
         fmt_ms(f["disk"].get("p99")), fmt_ms(f["disk"].get("p99_9")), fmt_ms(f["disk"].get("max")), f["disk"].get("over_50_ms", "-"))),
     ("quiet seconds (others < 0.1 core)", lambda f: "%s of %s s" % (f["quiet_seconds"], f["seconds"])),
