@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 
-from . import REPO, PACKAGE, SCRIPTS, diskprobe, instancetimes, kernelwaits, ledger, loadtest_audit, loadcounters, plot, processes, report, score, stackstate, venv
+from . import REPO, PACKAGE, SCRIPTS, diskprobe, instancetimes, kernelwaits, ledger, loadtest_audit, loadcounters, plot, processes, report, score, stackstate, venv, wakeprobe
 from .clients import LIMITS, RATES
 from .progress import Progress, tail_records
 
@@ -260,6 +260,9 @@ def main(args):
     # The disk beside the stack: its syncs over the same seconds, in the database's directory
     # (a PostgreSQL stack's data directory is in the state dir, on the same disk here).
     probe = diskprobe.start(probe_directory(args), os.path.join(args.run_dir, "disk-probe.csv"))
+    # And what a wake-up costs over the same seconds: each request is a chain of them, and
+    # their price on this VM moves with the host's state more than with the code.
+    wakes = wakeprobe.start(os.path.join(args.run_dir, "wake-probe.csv"))
     # And, when asked, which of the instances' threads waited in the kernel meanwhile, in what.
     waits = kernelwaits.start(lambda: stackstate.pids(args.state_dir)) if args.kernel_waits else None
     # And the instances' own time per request, from their histograms, to read the client's
@@ -272,6 +275,7 @@ def main(args):
     k6_rc, k6_usage = run_k6(args, measurement)
     measurement.stop()
     disk = probe.stop()
+    wake_ups = wakes.stop()
     kernel_waits = waits.stop(os.path.join(args.run_dir, "kernel-waits.txt")) if waits else None
     instance_times = inside.stop()
 
@@ -287,6 +291,7 @@ def main(args):
     res["k6"] = dict(k6_usage, exit_code=k6_rc)
     res.update(measurement.fields(sc["responses"], k6_usage))
     res["disk_probe"] = dict(disk, directory=in_repo(probe_directory(args)))
+    res["wake_probe"] = wake_ups
     if kernel_waits:
         res["kernel_waits"] = kernel_waits
     if instance_times:

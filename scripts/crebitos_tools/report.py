@@ -29,6 +29,15 @@ def percentiles_ms(lat, names=PERCENTILES):
     return "  ".join("%s %s" % (p.replace("_", "."), fmt_ms(lat.get(p))) for p in names) + " ms"
 
 
+def percentiles_us(lat, names=("p50", "p99", "max")):
+    return "  ".join("%s %s" % (p.replace("_", "."), cell(lat.get(p), "%.0f")) for p in names) + " us"
+
+
+def wake_probe_line(wake):
+    return "  wake-ups  %d round trips through a pipe to a sleeping process (two wake-ups each): %s%s" % (
+        wake["count"], percentiles_us(wake), "; broke off: %s" % wake["error"] if wake.get("error") else "")
+
+
 def load_run(run_dir):
     with open(os.path.join(run_dir, "result.json")) as fh:
         return json.load(fh)
@@ -50,7 +59,7 @@ def figures(res):
              group_cpu_s={n: (c.get("groups") or {}).get(n, {}).get("cpu_s", 0) for n in ("nginx", "api01", "api02")},
              rss={p["name"]: p["peak_rss_mb"] for p in res.get("processes") or []},
              audit="clean" if (res.get("audit") or {}).get("ok") else "FAILED", verdict=res.get("verdict"),
-             run_dir=res.get("run_dir"), disk=res.get("disk_probe") or {},
+             run_dir=res.get("run_dir"), disk=res.get("disk_probe") or {}, wake=res.get("wake_probe") or {},
              statements=(s.get("latency_ms_by_kind") or {}).get("statements") or {},
              inside=instancetimes.from_json(res.get("instance_times") or {}))
     return f
@@ -83,6 +92,8 @@ def summary_text(res):
     if disk and disk.get("count"):
         lines.append("  disk      %d syncs of a 4 KB append in %s over the same seconds: %s; %d over 50 ms" % (
             disk["count"], disk["directory"], percentiles_ms(disk), disk.get("over_50_ms", 0)))
+    if (res.get("wake_probe") or {}).get("count"):
+        lines.append(wake_probe_line(res["wake_probe"]))
     if res.get("instance_times"):
         lines.append("  inside    the instances' /metrics: parsed request to written answer, and from nginx's stamp to the parsed request: %s" % (
             instancetimes.headline(instancetimes.from_json(res["instance_times"]))))
@@ -144,6 +155,8 @@ COMPARE = [
         for k in ("p99_le_ms", "max_le_ms"))),
     ("disk probe: sync p99 / p99.9 / max ms (over 50 ms)", lambda f: "%s / %s / %s (%s)" % (
         fmt_ms(f["disk"].get("p99")), fmt_ms(f["disk"].get("p99_9")), fmt_ms(f["disk"].get("max")), f["disk"].get("over_50_ms", "-"))),
+    ("wake probe: a round trip's p50 / p99 µs (two wake-ups)", lambda f: "%s / %s" % (
+        cell(f["wake"].get("p50"), "%.0f"), cell(f["wake"].get("p99"), "%.0f"))),
     ("quiet seconds (others < 0.1 core)", lambda f: "%s of %s s" % (f["quiet_seconds"], f["seconds"])),
     ("quiet p50 / p99 / p99.9 / max ms", lambda f: " / ".join(fmt_ms(f["quiet"].get(p)) for p in ("p50", "p99", "p99_9", "max"))),
     ("req/s on the plateau (mean over phase 3)", lambda f: "%s (%s)" % (f["rps_plateau"], f["rps_mean"])),
